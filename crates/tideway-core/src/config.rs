@@ -1,0 +1,427 @@
+//! The project file, `tideway.toml`.
+//!
+//! ```toml
+//! [project]
+//! name = "acme"
+//!
+//! [lake]
+//! # A directory (relative to the project) or an object store URL: s3://, gs://, az://.
+//! location = ".tideway/lake"
+//! # Options for the object store; secrets only through the environment.
+//! storage = { AWS_REGION = "eu-west-1", AWS_SECRET_ACCESS_KEY = "${AWS_SECRET_ACCESS_KEY}" }
+//! ```
+//!
+//! [`ProjectConfig::parse`] checks the whole file in one pass and returns *every* problem, each
+//! with its line and column and, for a misspelled key, the valid keys: a user fixes the file
+//! once, not once per error. Unknown keys are errors. `${VAR}` in a value is replaced by the
+//! environment variable `VAR`; a value under a key that names a secret (`*SECRET*`, `*TOKEN*`,
+//! `*PASSWORD*`, `*KEY*` but not `*KEY_ID*`) must come from the environment, and is redacted
+//! in `Debug` output like every other storage option.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+/// The default lake location, relative to the project directory.
+pub const DEFAULT_LAKE_LOCATION: &str = ".tideway/lake";
+
+/// URL schemes a lake location may use; a location without a scheme is a local path.
+pub const LAKE_SCHEMES: &[&str] = &["file", "s3", "s3a", "gs", "az", "abfs", "abfss", "memory"];
+
+/// A parsed and checked `tideway.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectConfig {
+    /// The project's name (`[project] name`), if set.
+    pub name: Option<String>,
+    /// Where the lake lives and how to reach it.
+    pub lake: LakeConfig,
+}
+
+/// The `[lake]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LakeConfig {
+    /// A local path (relative to the project) or an object store URL.
+    pub location: String,
+    /// Object store options (`AWS_REGION`, `GOOGLE_SERVICE_ACCOUNT`, ...), already resolved
+    /// from the environment.
+    pub storage: BTreeMap<String, Secret>,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig { location: DEFAULT_LAKE_LOCATION.to_string(), storage: BTreeMap::new() }
+    }
+}
+
+/// A configuration value that may be a secret: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// One problem in a configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, as the user named it.
+    pub file: String,
+    /// 1-based line and column; 0 when the position is unknown.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, naming the bad value and the valid choices.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{} in the configuration", if n == 1 { "" } else { "s" })?;
+        for d in &self.0 {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::Faulty for ConfigErrors {
+    fn fault(&self) -> crate::Fault {
+        crate::Fault::User
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    #[serde(default)]
+    project: RawProjectSection,
+    #[serde(default)]
+    lake: RawLake,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProjectSection {
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLake {
+    location: Option<Spanned<String>>,
+    #[serde(default)]
+    storage: BTreeMap<String, Spanned<String>>,
+}
+
+impl ProjectConfig {
+    /// Parses and checks `text`, the contents of `file`; `env` looks up environment variables.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProjectConfig, ConfigErrors> {
+        let source = Source { text, file };
+        let (raw, mut diags) = match parse_collecting::<RawProject>(text) {
+            Ok(raw) => (raw, Vec::new()),
+            Err(errors) => {
+                return Err(ConfigErrors(
+                    errors.into_iter().map(|(span, msg)| source.diag(span, msg)).collect(),
+                ));
+            }
+        };
+        let mut lake = LakeConfig::default();
+        if let Some(location) = raw.lake.location {
+            if let Some(msg) = check_lake_location(location.get_ref()) {
+                diags.push(source.diag(Some(location.span()), msg));
+            }
+            lake.location = location.into_inner();
+        }
+        for (key, value) in raw.lake.storage {
+            match interpolate(value.get_ref(), env) {
+                Ok(resolved) => {
+                    if is_secret_key(&key) && resolved == *value.get_ref() {
+                        diags.push(source.diag(
+                            Some(value.span()),
+                            format!(
+                                "`{key}` is a secret: read it from the environment, e.g. \
+                                 `{key} = \"${{{key}}}\"`"
+                            ),
+                        ));
+                    }
+                    lake.storage.insert(key, Secret(resolved));
+                }
+                Err(msg) => diags.push(source.diag(Some(value.span()), msg)),
+            }
+        }
+        if diags.is_empty() {
+            Ok(ProjectConfig { name: raw.project.name, lake })
+        } else {
+            Err(ConfigErrors(diags))
+        }
+    }
+}
+
+fn check_lake_location(location: &str) -> Option<String> {
+    if location.trim().is_empty() {
+        return Some("the lake location is empty; use a directory such as `.tideway/lake` or a URL such as `s3://bucket/lake`".into());
+    }
+    let (scheme, _) = location.split_once("://")?;
+    if LAKE_SCHEMES.contains(&scheme) {
+        None
+    } else {
+        Some(format!(
+            "unknown lake location scheme `{scheme}://` in `{location}`; use a local directory or one of: {}",
+            LAKE_SCHEMES.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+/// Whether a storage option names a secret that must come from the environment.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    ["SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "ACCOUNT_KEY", "SAS_KEY", "SERVICE_ACCOUNT_KEY"]
+        .iter()
+        .any(|s| k.contains(s))
+        && !k.ends_with("_ID")
+}
+
+/// Replaces every `${VAR}` in `value` with the variable's value.
+pub fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed `${{` in `{value}`; write `${{VAR}}`"));
+        };
+        let var = &after[..end];
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{var}}}` is not a valid environment variable name"));
+        }
+        match env(var) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable `{var}` is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Source<'_> {
+    fn diag(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = match span {
+            Some(span) => line_col(self.text, span.start),
+            None => (0, 0),
+        };
+        Diagnostic { file: self.file.to_string(), line, column, message: message.into() }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Deserializes `text` as `T`, collecting every error rather than the first.
+///
+/// serde stops at the first error. To find the next one, the key-value (or table) that holds
+/// the error is blanked out with spaces, which keeps every byte offset, and the text is
+/// deserialized again; this repeats until it succeeds or an error cannot be located. Returns
+/// `(span, message)` pairs in file order.
+pub fn parse_collecting<T: DeserializeOwned>(
+    text: &str,
+) -> Result<T, Vec<(Option<Range<usize>>, String)>> {
+    let mut buf = text.to_string();
+    let mut errors: Vec<(Option<Range<usize>>, String)> = Vec::new();
+    for _ in 0..100 {
+        match toml::from_str::<T>(&buf) {
+            Ok(value) if errors.is_empty() => return Ok(value),
+            Ok(_) => break,
+            Err(e) => {
+                let span = e.span();
+                errors.push((span.clone(), e.message().trim().to_string()));
+                let Some(span) = span else { break };
+                let Ok(doc) = toml_edit::Document::parse(buf.clone()) else { break };
+                let Some(extent) = innermost_extent(doc.as_table(), span.start) else { break };
+                blank(&mut buf, extent);
+            }
+        }
+    }
+    errors.sort_by_key(|(span, _)| span.as_ref().map_or(usize::MAX, |s| s.start));
+    Err(errors)
+}
+
+/// The extent of the smallest key-value or table in `table` that contains `offset`.
+fn innermost_extent(table: &toml_edit::Table, offset: usize) -> Option<Range<usize>> {
+    let mut best: Option<Range<usize>> = None;
+    visit_table(table, &mut |extent| {
+        if extent.contains(&offset) && best.as_ref().is_none_or(|b| extent.len() < b.len()) {
+            best = Some(extent);
+        }
+    });
+    best
+}
+
+fn visit_table(table: &toml_edit::Table, f: &mut dyn FnMut(Range<usize>)) {
+    for (key, item) in table.iter() {
+        let key = table.key(key).expect("a key listed by iter exists");
+        if let Some(extent) = union(key.span(), extent_of(item)) {
+            f(extent);
+        }
+        match item {
+            toml_edit::Item::Table(t) => visit_table(t, f),
+            toml_edit::Item::ArrayOfTables(a) => a.iter().for_each(|t| {
+                if let Some(extent) = extent_of_table(t) {
+                    f(extent);
+                }
+                visit_table(t, f)
+            }),
+            toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
+                for (k, v) in t.iter() {
+                    let k = t.key(k).expect("a key listed by iter exists");
+                    if let Some(extent) = union(k.span(), v.span()) {
+                        f(extent);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn extent_of(item: &toml_edit::Item) -> Option<Range<usize>> {
+    match item {
+        toml_edit::Item::Table(t) => extent_of_table(t),
+        toml_edit::Item::ArrayOfTables(a) => {
+            a.iter().map(extent_of_table).fold(a.span(), |acc, e| union(acc, e))
+        }
+        other => other.span(),
+    }
+}
+
+fn extent_of_table(t: &toml_edit::Table) -> Option<Range<usize>> {
+    let mut extent = t.span();
+    for (key, item) in t.iter() {
+        let key = t.key(key).expect("a key listed by iter exists");
+        extent = union(extent, union(key.span(), extent_of(item)));
+    }
+    extent
+}
+
+fn union(a: Option<Range<usize>>, b: Option<Range<usize>>) -> Option<Range<usize>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.start.min(b.start)..a.end.max(b.end)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Replaces `range` in `buf` with spaces, keeping newlines (so line numbers stay right).
+fn blank(buf: &mut String, range: Range<usize>) {
+    let blanked: String =
+        buf[range.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    // Multi-byte characters become one space each: pad so later offsets do not move.
+    let pad = range.len() - blanked.len();
+    buf.replace_range(range, &(blanked + &" ".repeat(pad)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = ProjectConfig::parse("", "tideway.toml", &no_env).unwrap();
+        assert_eq!(c.lake.location, DEFAULT_LAKE_LOCATION);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "[project]\nnmae = \"x\"\n\n[lake]\nlocaton = \"y\"\nstorage = { AWS_SECRET_ACCESS_KEY = \"plain\", AWS_REGION = \"${NOPE}\" }\n\n[colect]\nport = 1\n";
+        let err = ProjectConfig::parse(text, "tideway.toml", &no_env).unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|d| d.line).collect();
+        let text = err.to_string();
+        assert_eq!(lines, vec![2, 5, 8], "{text}");
+        assert!(text.contains("unknown field `nmae`, expected `name`"), "{text}");
+        assert!(text.contains("unknown field `locaton`"), "{text}");
+        assert!(text.contains("unknown field `colect`"), "{text}");
+    }
+
+    #[test]
+    fn values_are_checked_after_the_shape() {
+        let text = "[lake]\nlocation = \"hdfs://x/y\"\nstorage = { AWS_SECRET_ACCESS_KEY = \"plain\", AWS_REGION = \"${NOPE}\" }\n";
+        let err = ProjectConfig::parse(text, "tideway.toml", &no_env).unwrap_err().to_string();
+        assert!(err.contains("tideway.toml:2:12: unknown lake location scheme `hdfs://`"), "{err}");
+        assert!(err.contains("`AWS_SECRET_ACCESS_KEY` is a secret"), "{err}");
+        assert!(err.contains("environment variable `NOPE` is not set"), "{err}");
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_redacted() {
+        let text = "[lake]\nlocation = \"s3://bucket/lake\"\nstorage = { AWS_SECRET_ACCESS_KEY = \"${S}\" }\n";
+        let env = |v: &str| (v == "S").then(|| "hunter2".to_string());
+        let c = ProjectConfig::parse(text, "tideway.toml", &env).unwrap();
+        assert_eq!(c.lake.storage["AWS_SECRET_ACCESS_KEY"].expose(), "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn type_errors_name_the_line() {
+        let err = ProjectConfig::parse("[lake]\nlocation = 3\n", "t.toml", &no_env).unwrap_err();
+        assert_eq!(err.0[0].line, 2, "{err}");
+        assert!(err.0[0].message.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let err = ProjectConfig::parse("[lake\n", "t.toml", &no_env).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 1, "{err}");
+    }
+}

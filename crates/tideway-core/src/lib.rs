@@ -1,0 +1,13 @@
+//! Tideway's shared vocabulary, used by every other crate and free of IO.
+//!
+//! - [`naming`]: the one set of rules that turns source field names (camelCase JSON keys, CSV
+//!   headers, Kafka fields) into lake column and table names, used by every loader.
+//! - [`error`]: who is at fault for an error ([`Fault`]) and whether retrying can help.
+//! - [`config`]: the typed `tideway.toml` project file, validated in one pass that reports
+//!   every problem with its line.
+
+pub mod config;
+pub mod error;
+pub mod naming;
+
+pub use error::{Fault, Faulty};

@@ -1,0 +1,93 @@
+//! Upsert by key with Delta's MERGE.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::merge::MergeMetrics;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::{DeltaTable, DeltaTableError};
+
+use crate::lake::Lake;
+
+/// Quotes a column name for a Delta expression.
+pub(crate) fn quote(column: &str) -> String {
+    format!("\"{}\"", column.replace('"', "\"\""))
+}
+
+/// Merges `source` (one row per key) into `table`: matched keys are updated, or deleted when
+/// `delete_column` is true; new keys are inserted unless marked deleted.
+pub(crate) async fn upsert(
+    lake: &Lake,
+    table: DeltaTable,
+    source: RecordBatch,
+    keys: &[String],
+    delete_column: Option<&str>,
+    props: CommitProperties,
+    writer_properties: Option<WriterProperties>,
+) -> Result<(Option<u64>, MergeMetrics), DeltaTableError> {
+    let ctx = lake.session();
+    let columns: Vec<String> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|c| Some(c.as_str()) != delete_column)
+        .collect();
+    let df = ctx.read_batch(source)?;
+    let predicate = keys
+        .iter()
+        .map(|k| format!("target.{q} = source.{q}", q = quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let mut builder = table
+        .merge(df, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(Arc::new(ctx.state()))
+        .with_commit_properties(props);
+    if let Some(properties) = writer_properties {
+        builder = builder.with_writer_properties(properties);
+    }
+    let set_all = |columns: &[String]| -> Vec<(String, String)> {
+        columns.iter().map(|c| (c.clone(), format!("source.{}", quote(c)))).collect()
+    };
+    let updates: Vec<String> = columns.iter().filter(|c| !keys.contains(c)).cloned().collect();
+    if let Some(marker) = delete_column {
+        let marker = quote(marker);
+        builder = builder
+            .when_matched_delete(|d| d.predicate(format!("source.{marker} = true")))?;
+        if !updates.is_empty() {
+            builder = builder.when_matched_update(|mut u| {
+                for (c, e) in set_all(&updates) {
+                    u = u.update(c, e);
+                }
+                u
+            })?;
+        }
+        builder = builder.when_not_matched_insert(|mut i| {
+            i = i.predicate(format!("source.{marker} IS NOT TRUE"));
+            for (c, e) in set_all(&columns) {
+                i = i.set(c, e);
+            }
+            i
+        })?;
+    } else {
+        if !updates.is_empty() {
+            builder = builder.when_matched_update(|mut u| {
+                for (c, e) in set_all(&updates) {
+                    u = u.update(c, e);
+                }
+                u
+            })?;
+        }
+        builder = builder.when_not_matched_insert(|mut i| {
+            for (c, e) in set_all(&columns) {
+                i = i.set(c, e);
+            }
+            i
+        })?;
+    }
+    let (table, metrics) = builder.await?;
+    Ok((table.version(), metrics))
+}

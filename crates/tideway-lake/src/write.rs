@@ -1,0 +1,540 @@
+//! Writes: append, overwrite and merge, each one atomic Delta commit, with schema evolution,
+//! exactly-once transaction identifiers and retries against concurrent writers.
+//!
+//! ```no_run
+//! # async fn demo(lake: tideway_lake::Lake, batches: Vec<deltalake::arrow::array::RecordBatch>)
+//! # -> Result<(), tideway_lake::LakeError> {
+//! use tideway_lake::Txn;
+//! let table = "events.tracks".parse()?;
+//! // Retrying this exact call after a crash is a no-op once it has committed.
+//! let commit = lake.append(&table, batches).with_txn(Txn::new("collect:web", 42)).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deltalake::DeltaTableError;
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::Transaction;
+use deltalake::operations::write::SchemaMode;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::SaveMode;
+use tracing::{debug, info};
+
+use crate::error::{LakeError, Result};
+use crate::evolve::Evolution;
+use crate::lake::Lake;
+use crate::name::TableName;
+
+/// How many times a write is attempted when it conflicts with concurrent writers.
+const MAX_ATTEMPTS: usize = 30;
+
+/// A transaction identifier: an application id and a version that only grows.
+///
+/// A commit that carries a `Txn` records it in the table (Delta's `txn` action). A later write
+/// whose `Txn` has the same application id and a version at or below the recorded one is
+/// skipped: a loader that crashed after committing and retries the same batch writes it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Txn {
+    /// Who is writing, e.g. `collect:web` or `extract:kustomer:customers`.
+    pub app_id: String,
+    /// The position of this write in that application's sequence (an offset, a batch number).
+    pub version: i64,
+}
+
+impl Txn {
+    /// A transaction identifier.
+    pub fn new(app_id: impl Into<String>, version: i64) -> Self {
+        Txn { app_id: app_id.into(), version }
+    }
+}
+
+/// What a write does with the table's existing rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add the rows.
+    Append,
+    /// Replace every row, and the schema, with the new ones.
+    Overwrite,
+    /// Upsert by key: rows whose key exists replace the old row, others are inserted. With a
+    /// delete column, a row whose delete column is true deletes the row with its key instead.
+    Merge {
+        /// The key columns.
+        keys: Vec<String>,
+        /// A boolean column that marks deletions; it is not stored.
+        delete_column: Option<String>,
+    },
+}
+
+/// What a committed (or skipped) write did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Commit {
+    /// `schema.table`.
+    pub table: String,
+    /// The Delta version of the commit; `None` if the write was skipped.
+    pub version: Option<u64>,
+    /// True if the transaction identifier had already committed, so nothing was written.
+    pub skipped: bool,
+    /// Rows in the input.
+    pub rows: u64,
+    /// Merge only: rows inserted, updated and deleted.
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Columns the write added to the table.
+    pub added_columns: Vec<String>,
+    /// Columns the write widened.
+    pub widened_columns: Vec<String>,
+    /// Columns whose conflicting values went to variant columns: (column, variant).
+    pub variant_columns: Vec<(String, String)>,
+    /// How many times the commit was attempted (more than one under contention).
+    pub attempts: usize,
+}
+
+/// A pending write; `.await` it to commit.
+#[derive(Debug)]
+#[must_use = "a write does nothing until it is awaited"]
+pub struct Write {
+    lake: Lake,
+    table: TableName,
+    batches: Vec<RecordBatch>,
+    mode: WriteMode,
+    txn: Option<Txn>,
+    metadata: HashMap<String, serde_json::Value>,
+    writer_properties: Option<WriterProperties>,
+}
+
+impl Lake {
+    /// Appends `batches` to `table`, creating it if needed.
+    pub fn append(&self, table: &TableName, batches: Vec<RecordBatch>) -> Write {
+        self.write(table, batches, WriteMode::Append)
+    }
+
+    /// Replaces the rows and schema of `table` with `batches`, creating it if needed.
+    pub fn overwrite(&self, table: &TableName, batches: Vec<RecordBatch>) -> Write {
+        self.write(table, batches, WriteMode::Overwrite)
+    }
+
+    /// Upserts `batches` into `table` by the `keys` columns, creating it if needed. Within the
+    /// input, the last row of each key wins.
+    pub fn merge(&self, table: &TableName, batches: Vec<RecordBatch>, keys: &[&str]) -> Write {
+        let keys = keys.iter().map(|k| k.to_string()).collect();
+        self.write(table, batches, WriteMode::Merge { keys, delete_column: None })
+    }
+
+    /// A write in any [`WriteMode`].
+    pub fn write(&self, table: &TableName, batches: Vec<RecordBatch>, mode: WriteMode) -> Write {
+        Write {
+            lake: self.clone(),
+            table: table.clone(),
+            batches,
+            mode,
+            txn: None,
+            metadata: HashMap::new(),
+            writer_properties: None,
+        }
+    }
+}
+
+impl Write {
+    /// Makes the write exactly-once under `txn` (see [`Txn`]).
+    pub fn with_txn(mut self, txn: Txn) -> Self {
+        self.txn = Some(txn);
+        self
+    }
+
+    /// For a merge: rows whose `column` is true delete the row with their key.
+    pub fn with_delete_column(mut self, column: impl Into<String>) -> Self {
+        if let WriteMode::Merge { delete_column, .. } = &mut self.mode {
+            *delete_column = Some(column.into());
+        }
+        self
+    }
+
+    /// Parquet writer settings (compression, row group size) for the data files.
+    pub fn with_writer_properties(mut self, properties: WriterProperties) -> Self {
+        self.writer_properties = Some(properties);
+        self
+    }
+
+    /// Adds a key to the commit's `commitInfo` (who wrote, which run).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+
+    async fn execute(self) -> Result<Commit> {
+        let rows: u64 = self.batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut last_conflict = String::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.attempt().await {
+                Ok(mut commit) => {
+                    commit.rows = rows;
+                    commit.attempts = attempt;
+                    self.lake.inner.catalog.add_table(&self.table);
+                    info!(table = %self.table, version = ?commit.version, rows, skipped = commit.skipped, attempt, "committed");
+                    return Ok(commit);
+                }
+                Err(Attempt::Conflict(e)) => {
+                    debug!(table = %self.table, attempt, error = %e, "commit conflicted with another writer; retrying");
+                    last_conflict = e;
+                    let jitter = rand_jitter(attempt);
+                    tokio::time::sleep(jitter).await;
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        Err(LakeError::Contention { table: self.table.to_string(), attempts: MAX_ATTEMPTS, last: last_conflict })
+    }
+
+    async fn attempt(&self) -> std::result::Result<Commit, Attempt> {
+        let name = &self.table;
+        let table = self.lake.load_or_new(name).await?;
+        let exists = table.version().is_some();
+        let mut commit = Commit { table: name.to_string(), ..Commit::default() };
+
+        if let (Some(txn), true) = (&self.txn, exists) {
+            let state = table.snapshot().map_err(|e| LakeError::delta(name, e))?;
+            let done = state
+                .transaction_version(table.log_store().as_ref(), &txn.app_id)
+                .await
+                .map_err(|e| LakeError::delta(name, e))?;
+            if done.is_some_and(|v| v >= txn.version) {
+                commit.skipped = true;
+                return Ok(commit);
+            }
+        }
+
+        let table_schema: Option<SchemaRef> = match (&self.mode, exists) {
+            (WriteMode::Overwrite, _) | (_, false) => None,
+            _ => Some(Lake::schema_of(name, &table)?),
+        };
+        let delete_column = match &self.mode {
+            WriteMode::Merge { delete_column, .. } => delete_column.as_deref(),
+            _ => None,
+        };
+        let (input, deletes) = split_column(&self.batches, delete_column)?;
+        let (evolution, batches) = evolve_all(table_schema.as_deref(), &input)?;
+        commit.added_columns = evolution.added.clone();
+        commit.widened_columns = evolution.widened.iter().map(|(c, ..)| c.clone()).collect();
+        commit.variant_columns = evolution.variants.clone();
+
+        let is_merge = matches!(self.mode, WriteMode::Merge { .. });
+        if exists && !evolution.widened.is_empty() && self.mode != WriteMode::Overwrite {
+            // Widen first, in its own commit, then write against the widened table.
+            crate::maintenance::rewrite_with_schema(&self.lake, name, table, evolution.target.clone())
+                .await
+                .map_err(classify)?;
+            return Err(Attempt::Conflict("widened the table; writing again".into()));
+        }
+        if exists && is_merge && !evolution.added.is_empty() {
+            // A merge reads and writes the table's own schema: add the new columns first.
+            crate::maintenance::add_columns(name, table, &evolution.target, &evolution.added)
+                .await
+                .map_err(classify)?;
+            return Err(Attempt::Conflict("added columns; writing again".into()));
+        }
+
+        let batches = if batches.is_empty() {
+            vec![RecordBatch::new_empty(evolution.target.clone())]
+        } else {
+            batches
+        };
+        if evolution.target.fields().is_empty() {
+            return Err(Attempt::Failed(LakeError::Sql(format!(
+                "nothing to write to `{name}`: the input has no columns with values"
+            ))));
+        }
+
+        let mut props = CommitProperties::default().with_max_retries(10);
+        if let Some(txn) = &self.txn {
+            props = props.with_application_transaction(Transaction::new(&txn.app_id, txn.version));
+        }
+        if !self.metadata.is_empty() {
+            props = props.with_metadata(self.metadata.clone());
+        }
+        let session = Arc::new(self.lake.session().state());
+
+        let result = match &self.mode {
+            WriteMode::Append | WriteMode::Overwrite => {
+                let (save, schema) = if self.mode == WriteMode::Append {
+                    (SaveMode::Append, SchemaMode::Merge)
+                } else {
+                    (SaveMode::Overwrite, SchemaMode::Overwrite)
+                };
+                let mut write = table
+                    .write(batches)
+                    .with_save_mode(save)
+                    .with_schema_mode(schema)
+                    .with_session_state(session)
+                    .with_commit_properties(props);
+                if !exists {
+                    write = write.with_table_name(name.table());
+                }
+                if let Some(properties) = &self.writer_properties {
+                    write = write.with_writer_properties(properties.clone());
+                }
+                write.await.map(|t| t.version())
+            }
+            WriteMode::Merge { keys, delete_column } => {
+                let batches = attach_column(batches, delete_column.as_deref(), deletes)?;
+                let source = dedupe_by_key(name, &batches, keys)?;
+                if !exists {
+                    let source = drop_deleted(source, delete_column.as_deref())?;
+                    commit.inserted = source.num_rows() as u64;
+                    let mut write = table
+                        .write(vec![source])
+                        .with_save_mode(SaveMode::Append)
+                        .with_table_name(name.table())
+                        .with_session_state(session)
+                        .with_commit_properties(props);
+                    if let Some(properties) = &self.writer_properties {
+                        write = write.with_writer_properties(properties.clone());
+                    }
+                    write.await.map(|t| t.version())
+                } else {
+                    let n = source.num_rows() as u64;
+                    let merged = crate::merge::upsert(
+                        &self.lake,
+                        table,
+                        source,
+                        keys,
+                        delete_column.as_deref(),
+                        props,
+                        self.writer_properties.clone(),
+                    )
+                    .await;
+                    match merged {
+                        Ok((version, m)) => {
+                            commit.inserted = m.num_target_rows_inserted as u64;
+                            commit.updated = m.num_target_rows_updated as u64;
+                            commit.deleted = m.num_target_rows_deleted as u64;
+                            debug!(table = %name, rows = n, "merged");
+                            Ok(version)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(version) => {
+                commit.version = version;
+                Ok(commit)
+            }
+            Err(e) => Err(classify_delta(name, e)),
+        }
+    }
+}
+
+/// Plans the evolution for every distinct batch schema and reshapes each batch to the final
+/// target schema.
+fn evolve_all(
+    table: Option<&Schema>,
+    batches: &[RecordBatch],
+) -> Result<(Evolution, Vec<RecordBatch>)> {
+    let Some(first) = batches.first() else {
+        let schema = table.cloned().unwrap_or_else(Schema::empty);
+        return Ok((Evolution::plan(Some(&schema), &schema), Vec::new()));
+    };
+    let mut evolution = Evolution::plan(table, &first.schema());
+    let mut per_schema: Vec<(SchemaRef, Evolution)> = vec![(first.schema(), evolution.clone())];
+    for batch in &batches[1..] {
+        if per_schema.iter().any(|(s, _)| s == &batch.schema()) {
+            continue;
+        }
+        let cumulative = evolution.target.clone();
+        let next = Evolution::plan(Some(&cumulative), &batch.schema());
+        let mut merged = next.clone();
+        merged.added = [evolution.added.clone(), next.added.clone()].concat();
+        merged.widened = [evolution.widened.clone(), next.widened.clone()].concat();
+        merged.variants = [evolution.variants.clone(), next.variants.clone()].concat();
+        per_schema.push((batch.schema(), next));
+        evolution = merged;
+    }
+    let target = evolution.target.clone();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let (_, e) = per_schema.iter().find(|(s, _)| s == &batch.schema()).expect("planned above");
+        let shaped = e.conform(batch)?;
+        let shaped = if shaped.schema() == target {
+            shaped
+        } else {
+            Evolution::plan(Some(&target), &shaped.schema()).conform(&shaped)?
+        };
+        out.push(shaped);
+    }
+    Ok((evolution, out))
+}
+
+/// Concatenates `batches` and keeps the last row of each key; a null key is an error.
+fn dedupe_by_key(table: &TableName, batches: &[RecordBatch], keys: &[String]) -> Result<RecordBatch> {
+    let invalid = |reason: String| LakeError::InvalidMerge { table: table.to_string(), reason };
+    if keys.is_empty() {
+        return Err(invalid("no key columns given; name the columns that identify a row".into()));
+    }
+    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+    let all = concat_batches(&schema, batches)?;
+    let mut columns = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Ok(i) = schema.index_of(key) else {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(invalid(format!(
+                "key column `{key}` is not in the data; columns are: {}",
+                names.join(", ")
+            )));
+        };
+        let column = all.column(i).clone();
+        if column.null_count() > 0 {
+            return Err(invalid(format!(
+                "{} row(s) have a null `{key}`; every row needs a key",
+                column.null_count()
+            )));
+        }
+        columns.push(column);
+    }
+    let converter =
+        RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
+    let rows = converter.convert_columns(&columns)?;
+    let mut last: HashMap<_, u32> = HashMap::with_capacity(rows.num_rows());
+    for (i, row) in rows.iter().enumerate() {
+        last.insert(row, i as u32);
+    }
+    if last.len() == all.num_rows() {
+        return Ok(all);
+    }
+    let mut keep: Vec<u32> = last.into_values().collect();
+    keep.sort_unstable();
+    Ok(take_record_batch(&all, &UInt32Array::from(keep))?)
+}
+
+/// Takes `column` (the merge's delete marker) out of each batch, so that it is not evolved
+/// into the table; [`attach_column`] puts it back after the batches are reshaped.
+fn split_column(
+    batches: &[RecordBatch],
+    column: Option<&str>,
+) -> Result<(Vec<RecordBatch>, Option<Vec<ArrayRef>>)> {
+    let Some(column) = column else { return Ok((batches.to_vec(), None)) };
+    let mut rest = Vec::with_capacity(batches.len());
+    let mut markers = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let schema = batch.schema();
+        let Ok(i) = schema.index_of(column) else {
+            return Err(LakeError::InvalidMerge {
+                table: String::new(),
+                reason: format!("the delete column `{column}` is not in the data"),
+            });
+        };
+        let marker = batch.column(i).clone();
+        if marker.data_type() != &DataType::Boolean {
+            return Err(LakeError::InvalidMerge {
+                table: String::new(),
+                reason: format!("the delete column `{column}` is {}, not boolean", marker.data_type()),
+            });
+        }
+        let mut batch = batch.clone();
+        batch.remove_column(i);
+        rest.push(batch);
+        markers.push(marker);
+    }
+    Ok((rest, Some(markers)))
+}
+
+fn attach_column(
+    batches: Vec<RecordBatch>,
+    column: Option<&str>,
+    markers: Option<Vec<ArrayRef>>,
+) -> Result<Vec<RecordBatch>> {
+    let (Some(column), Some(markers)) = (column, markers) else { return Ok(batches) };
+    batches
+        .into_iter()
+        .zip(markers)
+        .map(|(batch, marker)| {
+            let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new(column, DataType::Boolean, true)));
+            let mut columns = batch.columns().to_vec();
+            columns.push(marker);
+            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        })
+        .collect()
+}
+
+/// For a merge into a table that does not exist yet: rows marked deleted are dropped, and so
+/// is the marker column.
+fn drop_deleted(batch: RecordBatch, column: Option<&str>) -> Result<RecordBatch> {
+    let Some(column) = column else { return Ok(batch) };
+    let i = batch.schema().index_of(column)?;
+    let marker = batch.column(i).as_boolean().clone();
+    // Keep rows whose marker is false or null.
+    let keep = deltalake::arrow::compute::kernels::cmp::distinct(&marker, &BooleanArray::new_scalar(true))?;
+    let mut batch = filter_record_batch(&batch, &keep)?;
+    batch.remove_column(i);
+    Ok(batch)
+}
+
+enum Attempt {
+    Conflict(String),
+    Failed(LakeError),
+}
+
+impl From<LakeError> for Attempt {
+    fn from(e: LakeError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+fn classify(e: LakeError) -> Attempt {
+    match &e {
+        LakeError::Delta { source, .. } if is_conflict(source) => Attempt::Conflict(e.to_string()),
+        _ => Attempt::Failed(e),
+    }
+}
+
+fn classify_delta(table: &TableName, e: DeltaTableError) -> Attempt {
+    if is_conflict(&e) {
+        Attempt::Conflict(e.to_string())
+    } else {
+        Attempt::Failed(LakeError::delta(table, e))
+    }
+}
+
+/// Whether a Delta error means another writer committed first (so a fresh attempt can work).
+fn is_conflict(e: &DeltaTableError) -> bool {
+    match e {
+        DeltaTableError::VersionAlreadyExists(_) | DeltaTableError::VersionMismatch(..) => true,
+        DeltaTableError::Transaction { source } => matches!(
+            source,
+            TransactionError::VersionAlreadyExists(_)
+                | TransactionError::CommitConflict(_)
+                | TransactionError::MaxCommitAttempts(_)
+        ),
+        // A table created concurrently: the first commit's metadata races.
+        DeltaTableError::NotATable(_) => true,
+        _ => false,
+    }
+}
+
+fn rand_jitter(attempt: usize) -> Duration {
+    let base = 5u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    Duration::from_millis(base + nanos % base.max(1))
+}
+
+impl IntoFuture for Write {
+    type Output = Result<Commit>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.execute())
+    }
+}

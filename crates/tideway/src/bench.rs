@@ -1,0 +1,222 @@
+//! `tideway bench`: end-to-end benchmarks, each measured side by side with its physical limit
+//! or peer in the same run (machines are noisy: compare ratios, not absolute figures).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Subcommand;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tideway_lake::Lake;
+use tideway_lake::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use tideway_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use tideway_lake::deltalake::parquet::arrow::ArrowWriter;
+use tideway_lake::deltalake::parquet::basic::{Compression, ZstdLevel};
+use tideway_lake::deltalake::parquet::file::properties::WriterProperties;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append event-like batches into a Delta table vs. writing them as plain Parquet files.
+    LakeAppend {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 50)]
+        columns: usize,
+        #[arg(long, default_value_t = 65_536)]
+        batch_rows: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Scratch directory (default: a temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Merge (upsert by key) changed rows into a large table.
+    LakeMerge {
+        #[arg(long, default_value_t = 10_000_000)]
+        table_rows: usize,
+        #[arg(long, default_value_t = 100_000)]
+        changed: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub async fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::LakeAppend { rows, columns, batch_rows, runs, dir } => {
+            let scratch = Scratch::new(dir)?;
+            lake_append(scratch.path(), rows, columns, batch_rows, runs).await
+        }
+        BenchCommand::LakeMerge { table_rows, changed, runs, dir } => {
+            let scratch = Scratch::new(dir)?;
+            lake_merge(scratch.path(), table_rows, changed, runs).await
+        }
+    }
+}
+
+/// The writer settings both sides use, so the comparison is of the write paths alone.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("a valid level"))).build()
+}
+
+async fn lake_append(dir: &Path, rows: usize, columns: usize, batch_rows: usize, runs: usize) -> Result<()> {
+    let batches = event_like_batches(rows, columns, batch_rows);
+    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    println!("lake-append: {rows} rows x {columns} columns in {} batches ({:.0} MiB in memory), {runs} runs", batches.len(), bytes as f64 / 1048576.0);
+    let mut parquet = Vec::new();
+    let mut delta = Vec::new();
+    for run in 0..runs {
+        // Plain Parquet: the physical limit of this path (encode + write, no log, no commit).
+        let path = dir.join(format!("plain-{run}.parquet"));
+        let started = Instant::now();
+        let file = std::fs::File::create(&path)?;
+        let mut writer = ArrowWriter::try_new(file, batches[0].schema(), Some(writer_properties()))?;
+        for b in &batches {
+            writer.write(b)?;
+        }
+        writer.close()?;
+        parquet.push(started.elapsed());
+
+        let lake = Lake::open(&dir.join(format!("lake-{run}")).display().to_string(), Default::default()).await?;
+        let table = "bench.events".parse()?;
+        let started = Instant::now();
+        lake.append(&table, batches.clone()).with_writer_properties(writer_properties()).await?;
+        delta.push(started.elapsed());
+        println!("  run {}: parquet {:>8.2?}  delta {:>8.2?}", run + 1, parquet[run], delta[run]);
+    }
+    let (p, d) = (median(&mut parquet), median(&mut delta));
+    let rate = |t: Duration| rows as f64 / t.as_secs_f64();
+    println!("median: plain parquet {:.0} rows/s, delta append {:.0} rows/s: delta at {:.0}% of plain parquet", rate(p), rate(d), 100.0 * p.as_secs_f64() / d.as_secs_f64());
+    Ok(())
+}
+
+async fn lake_merge(dir: &Path, table_rows: usize, changed: usize, runs: usize) -> Result<()> {
+    println!("lake-merge: {changed} changed rows (half updates, half inserts) into {table_rows} rows, {runs} runs");
+    let mut times = Vec::new();
+    let lake = Lake::open(&dir.join("lake").display().to_string(), Default::default()).await?;
+    let table = "bench.users".parse()?;
+    let started = Instant::now();
+    for chunk in user_batches(0, table_rows, 0).chunks(16) {
+        lake.append(&table, chunk.to_vec()).with_writer_properties(writer_properties()).await?;
+    }
+    println!("  built the {table_rows}-row table in {:.1?}", started.elapsed());
+    for run in 0..runs {
+        let mut rng = StdRng::seed_from_u64(run as u64);
+        let updates = changed / 2;
+        let mut ids: Vec<i64> = (0..updates).map(|_| rng.random_range(0..table_rows as i64)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let inserts = (0..(changed - ids.len()) as i64).map(|i| (table_rows + run * changed) as i64 + i);
+        ids.extend(inserts);
+        let batch = users(&ids, run as i64 + 1);
+        let started = Instant::now();
+        let commit = lake.merge(&table, vec![batch], &["id"]).with_writer_properties(writer_properties()).await?;
+        times.push(started.elapsed());
+        println!("  run {}: {:>8.2?} ({} updated, {} inserted)", run + 1, times[run], commit.updated, commit.inserted);
+    }
+    println!("median merge: {:.2?}", median(&mut times));
+    Ok(())
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// Event-like columns: ids, names and URLs as text, counters, amounts, timestamps, flags.
+pub fn event_like_batches(rows: usize, columns: usize, batch_rows: usize) -> Vec<RecordBatch> {
+    let mut rng = StdRng::seed_from_u64(42);
+    let fields: Vec<Field> = (0..columns)
+        .map(|i| match i % 5 {
+            0 | 1 => Field::new(format!("text_{i}"), DataType::Utf8, true),
+            2 => Field::new(format!("int_{i}"), DataType::Int64, true),
+            3 => Field::new(format!("float_{i}"), DataType::Float64, true),
+            _ if i % 10 == 4 => Field::new(format!("ts_{i}"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            _ => Field::new(format!("flag_{i}"), DataType::Boolean, true),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let vocabulary: Vec<String> = (0..500).map(|i| format!("https://example.com/page/{i}?utm_source=newsletter")).collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let n = batch_rows.min(rows - start);
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| -> ArrayRef {
+                match f.data_type() {
+                    DataType::Utf8 if i % 10 == 0 => Arc::new(StringArray::from_iter_values((0..n).map(|_| format!("{:016x}", rng.random::<u64>())))),
+                    DataType::Utf8 => Arc::new(StringArray::from_iter_values((0..n).map(|_| vocabulary[rng.random_range(0..vocabulary.len())].as_str()))),
+                    DataType::Int64 => Arc::new(Int64Array::from_iter_values((0..n).map(|_| rng.random_range(0..1_000_000)))),
+                    DataType::Float64 => Arc::new(Float64Array::from_iter_values((0..n).map(|_| rng.random::<f64>() * 1000.0))),
+                    DataType::Boolean => Arc::new(BooleanArray::from_iter((0..n).map(|_| Some(rng.random::<bool>())))),
+                    _ => Arc::new(TimestampMicrosecondArray::from_iter_values((0..n).map(|j| 1_764_000_000_000_000 + (start + j) as i64 * 1000)).with_timezone("UTC")),
+                }
+            })
+            .collect();
+        out.push(RecordBatch::try_new(schema.clone(), cols).expect("columns match the schema"));
+        start += n;
+    }
+    out
+}
+
+fn user_batches(from: usize, to: usize, version: i64) -> Vec<RecordBatch> {
+    let ids: Vec<i64> = (from as i64..to as i64).collect();
+    ids.chunks(262_144).map(|c| users(c, version)).collect()
+}
+
+/// A users/traits table: an id and a handful of traits.
+fn users(ids: &[i64], version: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("plan", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("logins", DataType::Int64, true),
+        Field::new("version", DataType::Int64, true),
+    ]));
+    let plans = ["free", "starter", "pro", "enterprise"];
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("user{i}@example.com")))),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|i| plans[((*i as usize) + version as usize) % 4]))),
+        Arc::new(Float64Array::from_iter_values(ids.iter().map(|i| (*i % 1000) as f64 / 10.0 + version as f64))),
+        Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i % 97 + version))),
+        Arc::new(Int64Array::from(vec![version; ids.len()])),
+    ];
+    RecordBatch::try_new(schema, cols).expect("columns match the schema")
+}
+
+/// A scratch directory: the given one, or a temporary one removed afterwards.
+struct Scratch {
+    _temp: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(dir: Option<PathBuf>) -> Result<Scratch> {
+        match dir {
+            Some(path) => {
+                std::fs::create_dir_all(&path)?;
+                Ok(Scratch { _temp: None, path })
+            }
+            None => {
+                let temp = tempfile::tempdir()?;
+                let path = temp.path().to_path_buf();
+                Ok(Scratch { _temp: Some(temp), path })
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,196 @@
+//! The commands.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tideway_core::Faulty;
+use tideway_lake::{LakeError, SqlOutput, TableName};
+
+use crate::output::{self, Format};
+use crate::project::Project;
+
+const EXAMPLES: &str = "\
+Examples:
+  tideway demo                                   # a sample project with data, in ./tideway-demo
+  tideway init my-project                        # scaffold a new project
+  tideway tables                                 # every table: rows, version, last commit, size
+  tideway sql \"SELECT plan, count(*) FROM crm.customers GROUP BY plan\"
+  tideway sql --format csv \"SELECT * FROM events.tracks\" > tracks.csv
+  tideway lake import seeds/countries.csv --table ref.countries --replace
+  tideway lake optimize crm.customers
+";
+
+/// Tideway: a customer data platform in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tideway", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// The project directory (default: the nearest directory upwards with a tideway.toml).
+    #[arg(long, short = 'p', global = true, env = "TIDEWAY_PROJECT")]
+    pub project: Option<PathBuf>,
+
+    /// More logging (-v: info, -vv: debug); TIDEWAY_LOG=<filter> overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a sample project with generated customer data and show what to run next.
+    Demo {
+        /// Where to build it (replaced if it is an earlier demo).
+        #[arg(long, default_value = "tideway-demo")]
+        dir: PathBuf,
+        /// Sample customers to generate.
+        #[arg(long, default_value_t = 2000)]
+        customers: usize,
+    },
+    /// Scaffold a project: tideway.toml, sources/, models/, syncs/, transformations/.
+    Init {
+        /// The directory (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run SQL against the lake: queries, and CREATE TABLE / INSERT / MERGE / UPDATE / DELETE.
+    #[command(after_help = "Tables are `schema.table`; several statements can be separated by `;`.\n\nExample:\n  tideway sql \"SELECT c.plan, count(*) FROM crm.customers c JOIN events.tracks t ON t.user_id = c.id GROUP BY 1\"")]
+    Sql {
+        /// The SQL.
+        query: String,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Every table: rows, Delta version, last commit, size.
+    Tables {
+        #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Lake maintenance and imports.
+    Lake {
+        #[command(subcommand)]
+        command: LakeCommand,
+    },
+    /// Benchmarks on the shared workloads (results belong in BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Compact small files (one table, or every table) and write a checkpoint.
+    Optimize {
+        table: Option<String>,
+        /// Target file size in bytes.
+        #[arg(long)]
+        target_size: Option<u64>,
+    },
+    /// Delete files that no version within the retention needs (one table, or every table).
+    Vacuum {
+        table: Option<String>,
+        /// Keep files needed by versions younger than this many hours.
+        #[arg(long, default_value_t = 168)]
+        retain_hours: u64,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a checkpoint of the table's log (one table, or every table).
+    Checkpoint { table: Option<String> },
+    /// Load CSV, Parquet or NDJSON files (or folders of them) into a table, in one commit.
+    #[command(after_help = "Column names are normalized (`First Name` becomes `first_name`); the schema is inferred and evolves.\n\nExample:\n  tideway lake import data/customers.csv --table crm.customers --replace")]
+    Import {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The target table, `schema.table`.
+        #[arg(long, short = 't')]
+        table: String,
+        /// Replace the table's rows and schema instead of appending.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { dir, customers } => crate::demo::run(&dir, customers).await,
+        Command::Init { dir } => crate::scaffold::init(&dir),
+        Command::Sql { query, format } => {
+            let lake = Project::find(cli.project.as_deref())?.lake().await?;
+            match lake.sql(&query).await? {
+                SqlOutput::Rows(rows) => output::print_rows(&rows, format)?,
+                SqlOutput::Commit(commit) => output::print_commit(&commit, format)?,
+                SqlOutput::Done(message) => println!("{message}"),
+            }
+            Ok(())
+        }
+        Command::Tables { format } => {
+            let lake = Project::find(cli.project.as_deref())?.lake().await?;
+            output::print_tables(&lake.infos().await?, format)
+        }
+        Command::Lake { command } => {
+            let lake = Project::find(cli.project.as_deref())?.lake().await?;
+            lake_command(&lake, command).await
+        }
+        Command::Bench { command } => crate::bench::run(command).await,
+    }
+}
+
+async fn lake_command(lake: &tideway_lake::Lake, command: LakeCommand) -> Result<()> {
+    let targets = |table: Option<String>| async {
+        match table {
+            Some(t) => Ok::<_, anyhow::Error>(vec![t.parse::<TableName>()?]),
+            None => Ok(lake.tables().await?),
+        }
+    };
+    match command {
+        LakeCommand::Optimize { table, target_size } => {
+            for name in targets(table).await? {
+                let r = lake.optimize(&name, target_size).await?;
+                println!("{}: {} file(s) compacted into {}, now version {}", r.table, r.files_removed, r.files_added, r.version);
+            }
+        }
+        LakeCommand::Vacuum { table, retain_hours, dry_run } => {
+            for name in targets(table).await? {
+                let r = lake.vacuum(&name, Duration::from_secs(retain_hours * 3600), dry_run).await?;
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!("{}: {verb} {} file(s)", r.table, r.files_deleted);
+            }
+        }
+        LakeCommand::Checkpoint { table } => {
+            for name in targets(table).await? {
+                let v = lake.checkpoint(&name).await?;
+                println!("{name}: checkpoint at version {v}");
+            }
+        }
+        LakeCommand::Import { paths, table, replace } => {
+            let name: TableName = table.parse()?;
+            let started = Instant::now();
+            let spinner = output::spinner(format!("importing into {name}"));
+            let report = lake.import(&paths, &name, replace).await.context("import failed, nothing was written")?;
+            spinner.finish_and_clear();
+            output::print_import(&report, started.elapsed());
+        }
+    }
+    Ok(())
+}
+
+/// What to do about an error, when there is something useful to say.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    let lake = e.chain().find_map(|c| c.downcast_ref::<LakeError>())?;
+    match lake {
+        LakeError::UnknownTable { .. } => Some("`tideway tables` lists every table".into()),
+        LakeError::Location { .. } => Some("the lake location is `[lake] location` in tideway.toml".into()),
+        other if other.retryable() => Some("this may be temporary: retrying can help".into()),
+        other if other.fault() == tideway_core::Fault::Internal => {
+            Some("this looks like a bug in Tideway; please report it with the command you ran".into())
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,110 @@
+//! `tideway init`: a new project with a commented example of each kind of file.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::project::PROJECT_FILE;
+
+pub const PROJECT_TOML: &str = r#"# Tideway project file. Every key is optional; unknown keys are errors.
+# Secrets never go in this file: write "${ENV_VAR}" and set the variable.
+
+[project]
+name = "{name}"
+
+[lake]
+# Where the Delta tables live: a directory (relative to this file) or an object store URL
+# (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix; needs a build with the
+# `cloud` feature).
+location = ".tideway/lake"
+# Options for the object store, e.g. for S3:
+# storage = { AWS_REGION = "eu-west-1", AWS_ACCESS_KEY_ID = "${AWS_ACCESS_KEY_ID}", AWS_SECRET_ACCESS_KEY = "${AWS_SECRET_ACCESS_KEY}" }
+"#;
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "sources/kustomer.toml.example",
+        r#"# An extract source: one file per source. Rename to kustomer.toml to enable.
+# type = "kustomer"
+# api_key = "${KUSTOMER_API_KEY}"
+# resources = ["customers", "conversations", "messages"]
+"#,
+    ),
+    (
+        "models/customer_health.sql.example",
+        r#"-- A SQL model: one SELECT per file; it builds the table named in its header.
+-- Rename to customer_health.sql to enable.
+-- materialized: table
+-- unique_key: customer_id
+-- interval: 60m
+SELECT c.id AS customer_id, count(t.message_id) AS events_30d
+FROM crm.customers c
+LEFT JOIN events.tracks t ON t.user_id = c.id AND t.timestamp > now() - INTERVAL '30 days'
+GROUP BY c.id
+"#,
+    ),
+    (
+        "syncs/health_to_crm.toml.example",
+        r#"# A reverse-ETL sync: new and changed rows of a model become events.
+# Rename to health_to_crm.toml to enable.
+# model = "marts.customer_health"
+# key = "customer_id"
+# event = "identify"
+# destination = "crm"
+# schedule = { interval = "1h" }
+"#,
+    ),
+    (
+        "transformations/example.js.example",
+        r#"// A transformation: called with each event before delivery; return it, change it,
+// or return nothing to drop it. Rename to example.js to enable.
+export function transformEvent(event, metadata) {
+  if (event.traits && event.traits.email) {
+    event.traits.email = event.traits.email.toLowerCase();
+  }
+  return event;
+}
+"#,
+    ),
+    ("seeds/.gitkeep", ""),
+    (".gitignore", ".tideway/\n"),
+];
+
+/// Scaffolds a project in `dir`; refuses to touch an existing project.
+pub fn init(dir: &Path) -> Result<()> {
+    let file = dir.join(PROJECT_FILE);
+    if file.exists() {
+        bail!("`{}` already exists; this directory is a project already", file.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tideway".into());
+    write(&file, &PROJECT_TOML.replace("{name}", &name))?;
+    for (path, contents) in FILES {
+        write(&dir.join(path), contents)?;
+    }
+    println!("created a Tideway project in {}", dir.display());
+    println!("next: `tideway lake import <file.csv> --table raw.my_table`, then `tideway tables`");
+    Ok(())
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create `{}`", parent.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scaffolded_project_file_parses() {
+        let text = PROJECT_TOML.replace("{name}", "x");
+        let config = tideway_core::config::ProjectConfig::parse(&text, "tideway.toml", &|_| None).unwrap();
+        assert_eq!(config.name.as_deref(), Some("x"));
+    }
+}
