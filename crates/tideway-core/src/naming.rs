@@ -4,7 +4,7 @@
 //! `customAttributes.plan`); analysts write SQL. One set of rules, used by the collector, the
 //! extractors, the Kafka source and `lake import`, turns every source name into a lake name:
 //!
-//! 1. `camelCase` and `PascalCase` split into words: `firstName` → `first_name`,
+//! 1. Accented Latin letters fold to ASCII (`é` → `e`); `camelCase` and `PascalCase` split into words: `firstName` → `first_name`,
 //!    `HTTPServer` → `http_server`.
 //! 2. Lower case; every character other than `a-z`, `0-9` and `_` becomes `_`; runs of `_`
 //!    collapse to one, trailing `_` are dropped (a leading `_` is kept: `_id` stays `_id`).
@@ -62,7 +62,7 @@ impl NamingRules {
     /// Normalizes one name (one part of a path) by the rules in the module docs.
     pub fn normalize(&self, name: &str) -> String {
         let mut out = String::with_capacity(name.len() + 4);
-        let chars: Vec<char> = name.chars().collect();
+        let chars: Vec<char> = name.chars().flat_map(fold_latin).collect();
         for (i, &c) in chars.iter().enumerate() {
             if c.is_ascii_uppercase() {
                 let prev = i.checked_sub(1).map(|p| chars[p]);
@@ -81,7 +81,7 @@ impl NamingRules {
             }
         }
         // Collapse runs of `_`, keep one leading `_` if the source had one, drop trailing ones.
-        let leading = out.starts_with('_');
+        let leading = name.starts_with('_');
         let mut collapsed = String::with_capacity(out.len());
         for part in out.split('_').filter(|p| !p.is_empty()) {
             if !collapsed.is_empty() {
@@ -194,6 +194,41 @@ impl NameMap {
     }
 }
 
+/// Folds accented Latin letters to their ASCII base (`é` → `e`, `ß` → `ss`), so that
+/// `Straße` becomes `strasse` rather than `stra_e`.
+fn fold_latin(c: char) -> impl Iterator<Item = char> {
+    let folded: &str = match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' => "a",
+        'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' | 'Ā' => "A",
+        'æ' => "ae",
+        'Æ' => "AE",
+        'ç' | 'č' | 'ć' => "c",
+        'Ç' | 'Č' | 'Ć' => "C",
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ę' | 'ě' => "e",
+        'È' | 'É' | 'Ê' | 'Ë' | 'Ē' | 'Ę' | 'Ě' => "E",
+        'ì' | 'í' | 'î' | 'ï' | 'ī' => "i",
+        'Ì' | 'Í' | 'Î' | 'Ï' | 'Ī' => "I",
+        'ñ' | 'ń' | 'ň' => "n",
+        'Ñ' | 'Ń' | 'Ň' => "N",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' => "o",
+        'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' | 'Ō' => "O",
+        'ù' | 'ú' | 'û' | 'ü' | 'ū' | 'ů' => "u",
+        'Ù' | 'Ú' | 'Û' | 'Ü' | 'Ū' | 'Ů' => "U",
+        'ý' | 'ÿ' => "y",
+        'Ý' => "Y",
+        'ß' => "ss",
+        'š' | 'ś' => "s",
+        'Š' | 'Ś' => "S",
+        'ž' | 'ź' | 'ż' => "z",
+        'Ž' | 'Ź' | 'Ż' => "Z",
+        'ł' => "l",
+        'Ł' => "L",
+        _ => "",
+    };
+    let single = folded.is_empty().then_some(c);
+    single.into_iter().chain(folded.chars())
+}
+
 /// 32-bit FNV-1a: a stable hash for name suffixes (std's hasher is not stable across releases).
 fn fnv1a32(bytes: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
@@ -229,7 +264,8 @@ mod tests {
         assert_eq!(normalize("_id"), "_id");
         assert_eq!(normalize("2fa-enabled"), "_2fa_enabled");
         assert_eq!(normalize("  "), "_empty");
-        assert_eq!(normalize("trailing__"), "trailing");
+        assert_eq!(normalize("name__"), "name");
+        assert_eq!(normalize("Straße"), "strasse");
     }
 
     #[test]

@@ -170,6 +170,12 @@ impl Lake {
     /// The table, loaded at its latest version, or `None` if it does not exist.
     pub async fn load(&self, name: &TableName) -> Result<Option<DeltaTable>> {
         let url = self.table_url(name);
+        if url.scheme() == "file" {
+            let log = url.to_file_path().expect("a file URL made from a path").join("_delta_log");
+            if !log.is_dir() {
+                return Ok(None);
+            }
+        }
         let mut table = DeltaTableBuilder::from_url(url)
             .map_err(|e| LakeError::delta(name, e))?
             .with_storage_options(self.inner.storage.clone())
@@ -178,6 +184,9 @@ impl Lake {
         match table.load().await {
             Ok(()) => Ok(Some(table)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
+            // An object-store prefix with nothing under it (the kernel's error type is not
+            // re-exported by deltalake, so the variant is matched by name).
+            Err(DeltaTableError::KernelError(k)) if format!("{k:?}").starts_with("InvalidTableLocation") => Ok(None),
             Err(e) => Err(LakeError::delta(name, e)),
         }
     }
@@ -240,6 +249,11 @@ impl Lake {
 
     /// The last version committed under transaction application id `app_id` (see
     /// [`crate::Txn`]), or `None` if it never committed to this table.
+    /// The Arrow schema of a table at its latest version.
+    pub async fn schema(&self, name: &TableName) -> Result<SchemaRef> {
+        Lake::schema_of(name, &self.table(name).await?)
+    }
+
     /// The Arrow schema of a loaded table.
     pub fn schema_of(name: &TableName, table: &DeltaTable) -> Result<SchemaRef> {
         Ok(table.snapshot().map_err(|e| LakeError::delta(name, e))?.snapshot().arrow_schema())

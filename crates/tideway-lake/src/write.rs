@@ -174,11 +174,17 @@ impl Write {
     async fn execute(self) -> Result<Commit> {
         let rows: u64 = self.batches.iter().map(|b| b.num_rows() as u64).sum();
         let mut last_conflict = String::new();
+        // Schema changes made in commits of their own before the write (see `attempt`).
+        let (mut added, mut widened) = (Vec::new(), Vec::new());
         for attempt in 1..=MAX_ATTEMPTS {
             match self.attempt().await {
                 Ok(mut commit) => {
                     commit.rows = rows;
                     commit.attempts = attempt;
+                    added.append(&mut commit.added_columns);
+                    widened.append(&mut commit.widened_columns);
+                    commit.added_columns = added;
+                    commit.widened_columns = widened;
                     self.lake.inner.catalog.add_table(&self.table);
                     info!(table = %self.table, version = ?commit.version, rows, skipped = commit.skipped, attempt, "committed");
                     return Ok(commit);
@@ -188,6 +194,10 @@ impl Write {
                     last_conflict = e;
                     let jitter = rand_jitter(attempt);
                     tokio::time::sleep(jitter).await;
+                }
+                Err(Attempt::Evolved { added: a, widened: w }) => {
+                    added.extend(a);
+                    widened.extend(w);
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
             }
@@ -233,14 +243,14 @@ impl Write {
             crate::maintenance::rewrite_with_schema(&self.lake, name, table, evolution.target.clone())
                 .await
                 .map_err(classify)?;
-            return Err(Attempt::Conflict("widened the table; writing again".into()));
+            return Err(Attempt::Evolved { added: Vec::new(), widened: commit.widened_columns });
         }
         if exists && is_merge && !evolution.added.is_empty() {
             // A merge reads and writes the table's own schema: add the new columns first.
             crate::maintenance::add_columns(name, table, &evolution.target, &evolution.added)
                 .await
                 .map_err(classify)?;
-            return Err(Attempt::Conflict("added columns; writing again".into()));
+            return Err(Attempt::Evolved { added: commit.added_columns, widened: Vec::new() });
         }
 
         let batches = if batches.is_empty() {
@@ -480,8 +490,13 @@ fn drop_deleted(batch: RecordBatch, column: Option<&str>) -> Result<RecordBatch>
     Ok(batch)
 }
 
+/// Why an attempt to write did not commit.
 enum Attempt {
+    /// Another writer committed first: try again from the new version.
     Conflict(String),
+    /// The table's schema was changed in a commit of its own first: write again against it.
+    Evolved { added: Vec<String>, widened: Vec<String> },
+    /// The write cannot succeed.
     Failed(LakeError),
 }
 

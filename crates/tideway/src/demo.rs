@@ -107,7 +107,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     Ok(())
 }
 
-fn show(version: Option<i64>) -> String {
+fn show(version: Option<u64>) -> String {
     version.map_or("-".into(), |v| v.to_string())
 }
 
