@@ -53,7 +53,10 @@ pub struct LakeConfig {
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        LakeConfig { location: DEFAULT_LAKE_LOCATION.to_string(), storage: BTreeMap::new() }
+        LakeConfig {
+            location: DEFAULT_LAKE_LOCATION.to_string(),
+            storage: BTreeMap::new(),
+        }
     }
 }
 
@@ -96,7 +99,11 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -108,7 +115,11 @@ pub struct ConfigErrors(pub Vec<Diagnostic>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "{n} problem{} in the configuration", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} problem{} in the configuration",
+            if n == 1 { "" } else { "s" }
+        )?;
         for d in &self.0 {
             write!(f, "\n  {d}")?;
         }
@@ -157,7 +168,10 @@ impl ProjectConfig {
             Ok(raw) => (raw, Vec::new()),
             Err(errors) => {
                 return Err(ConfigErrors(
-                    errors.into_iter().map(|(span, msg)| source.diag(span, msg)).collect(),
+                    errors
+                        .into_iter()
+                        .map(|(span, msg)| source.diag(span, msg))
+                        .collect(),
                 ));
             }
         };
@@ -186,7 +200,10 @@ impl ProjectConfig {
             }
         }
         if diags.is_empty() {
-            Ok(ProjectConfig { name: raw.project.name, lake })
+            Ok(ProjectConfig {
+                name: raw.project.name,
+                lake,
+            })
         } else {
             Err(ConfigErrors(diags))
         }
@@ -203,7 +220,11 @@ fn check_lake_location(location: &str) -> Option<String> {
     } else {
         Some(format!(
             "unknown lake location scheme `{scheme}://` in `{location}`; use a local directory or one of: {}",
-            LAKE_SCHEMES.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
+            LAKE_SCHEMES
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }
@@ -211,9 +232,17 @@ fn check_lake_location(location: &str) -> Option<String> {
 /// Whether a storage option names a secret that must come from the environment.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
-    ["SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "ACCOUNT_KEY", "SAS_KEY", "SERVICE_ACCOUNT_KEY"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "SECRET",
+        "TOKEN",
+        "PASSWORD",
+        "ACCESS_KEY",
+        "ACCOUNT_KEY",
+        "SAS_KEY",
+        "SERVICE_ACCOUNT_KEY",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
         && !k.ends_with("_ID")
 }
 
@@ -229,7 +258,9 @@ pub fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
         };
         let var = &after[..end];
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{var}}}` is not a valid environment variable name"));
+            return Err(format!(
+                "`${{{var}}}` is not a valid environment variable name"
+            ));
         }
         match env(var) {
             Some(v) => out.push_str(&v),
@@ -252,7 +283,12 @@ impl Source<'_> {
             Some(span) => line_col(self.text, span.start),
             None => (0, 0),
         };
-        Diagnostic { file: self.file.to_string(), line, column, message: message.into() }
+        Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -265,17 +301,18 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// An error message and the byte range of the text it is about, if known.
+pub type SpannedError = (Option<Range<usize>>, String);
+
 /// Deserializes `text` as `T`, collecting every error rather than the first.
 ///
 /// serde stops at the first error. To find the next one, the key-value (or table) that holds
 /// the error is blanked out with spaces, which keeps every byte offset, and the text is
 /// deserialized again; this repeats until it succeeds or an error cannot be located. Returns
 /// `(span, message)` pairs in file order.
-pub fn parse_collecting<T: DeserializeOwned>(
-    text: &str,
-) -> Result<T, Vec<(Option<Range<usize>>, String)>> {
+pub fn parse_collecting<T: DeserializeOwned>(text: &str) -> Result<T, Vec<SpannedError>> {
     let mut buf = text.to_string();
-    let mut errors: Vec<(Option<Range<usize>>, String)> = Vec::new();
+    let mut errors: Vec<SpannedError> = Vec::new();
     for _ in 0..100 {
         match toml::from_str::<T>(&buf) {
             Ok(value) if errors.is_empty() => return Ok(value),
@@ -284,8 +321,12 @@ pub fn parse_collecting<T: DeserializeOwned>(
                 let span = e.span();
                 errors.push((span.clone(), e.message().trim().to_string()));
                 let Some(span) = span else { break };
-                let Ok(doc) = toml_edit::Document::parse(buf.clone()) else { break };
-                let Some(extent) = innermost_extent(doc.as_table(), span.start) else { break };
+                let Ok(doc) = toml_edit::Document::parse(buf.clone()) else {
+                    break;
+                };
+                let Some(extent) = innermost_extent(doc.as_table(), span.start) else {
+                    break;
+                };
                 blank(&mut buf, extent);
             }
         }
@@ -335,9 +376,7 @@ fn visit_table(table: &toml_edit::Table, f: &mut dyn FnMut(Range<usize>)) {
 fn extent_of(item: &toml_edit::Item) -> Option<Range<usize>> {
     match item {
         toml_edit::Item::Table(t) => extent_of_table(t),
-        toml_edit::Item::ArrayOfTables(a) => {
-            a.iter().map(extent_of_table).fold(a.span(), |acc, e| union(acc, e))
-        }
+        toml_edit::Item::ArrayOfTables(a) => a.iter().map(extent_of_table).fold(a.span(), union),
         other => other.span(),
     }
 }
@@ -360,8 +399,10 @@ fn union(a: Option<Range<usize>>, b: Option<Range<usize>>) -> Option<Range<usize
 
 /// Replaces `range` in `buf` with spaces, keeping newlines (so line numbers stay right).
 fn blank(buf: &mut String, range: Range<usize>) {
-    let blanked: String =
-        buf[range.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    let blanked: String = buf[range.clone()]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
     // Multi-byte characters become one space each: pad so later offsets do not move.
     let pad = range.len() - blanked.len();
     buf.replace_range(range, &(blanked + &" ".repeat(pad)));
@@ -388,7 +429,10 @@ mod tests {
         let lines: Vec<usize> = err.0.iter().map(|d| d.line).collect();
         let text = err.to_string();
         assert_eq!(lines, vec![2, 5, 8], "{text}");
-        assert!(text.contains("unknown field `nmae`, expected `name`"), "{text}");
+        assert!(
+            text.contains("unknown field `nmae`, expected `name`"),
+            "{text}"
+        );
         assert!(text.contains("unknown field `locaton`"), "{text}");
         assert!(text.contains("unknown field `colect`"), "{text}");
     }
@@ -396,10 +440,18 @@ mod tests {
     #[test]
     fn values_are_checked_after_the_shape() {
         let text = "[lake]\nlocation = \"hdfs://x/y\"\nstorage = { AWS_SECRET_ACCESS_KEY = \"plain\", AWS_REGION = \"${NOPE}\" }\n";
-        let err = ProjectConfig::parse(text, "tideway.toml", &no_env).unwrap_err().to_string();
-        assert!(err.contains("tideway.toml:2:12: unknown lake location scheme `hdfs://`"), "{err}");
+        let err = ProjectConfig::parse(text, "tideway.toml", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tideway.toml:2:12: unknown lake location scheme `hdfs://`"),
+            "{err}"
+        );
         assert!(err.contains("`AWS_SECRET_ACCESS_KEY` is a secret"), "{err}");
-        assert!(err.contains("environment variable `NOPE` is not set"), "{err}");
+        assert!(
+            err.contains("environment variable `NOPE` is not set"),
+            "{err}"
+        );
     }
 
     #[test]

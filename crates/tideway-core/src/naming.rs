@@ -34,14 +34,83 @@ pub const SYSTEM_PREFIX: &str = "_tideway_";
 /// Words that cannot be used as an unquoted column or table name in DataFusion, Postgres or
 /// Spark SQL. Sorted, for binary search.
 const RESERVED: &[&str] = &[
-    "all", "and", "any", "array", "as", "asc", "between", "both", "by", "case", "cast", "check",
-    "collate", "column", "constraint", "create", "cross", "current_date", "current_time",
-    "current_timestamp", "current_user", "default", "desc", "distinct", "do", "else", "end",
-    "except", "exists", "false", "fetch", "for", "foreign", "from", "full", "grant", "group",
-    "having", "in", "inner", "intersect", "interval", "into", "is", "join", "lateral", "leading",
-    "left", "like", "limit", "natural", "not", "null", "offset", "on", "only", "or", "order",
-    "outer", "primary", "references", "returning", "right", "select", "some", "table", "then",
-    "to", "trailing", "true", "union", "unique", "using", "when", "where", "window", "with",
+    "all",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "between",
+    "both",
+    "by",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "inner",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "natural",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "some",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "using",
+    "when",
+    "where",
+    "window",
+    "with",
 ];
 
 /// The limits of the naming rules; [`NamingRules::default`] suits every engine Tideway writes
@@ -67,7 +136,8 @@ impl NamingRules {
             if c.is_ascii_uppercase() {
                 let prev = i.checked_sub(1).map(|p| chars[p]);
                 let next = chars.get(i + 1).copied();
-                let after_lower = prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
+                let after_lower =
+                    prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
                 let acronym_end = prev.is_some_and(|p| p.is_ascii_uppercase())
                     && next.is_some_and(|n| n.is_ascii_lowercase());
                 if after_lower || acronym_end {
@@ -89,7 +159,11 @@ impl NamingRules {
             }
             collapsed.push_str(part);
         }
-        let mut name = if leading { format!("_{collapsed}") } else { collapsed };
+        let mut name = if leading {
+            format!("_{collapsed}")
+        } else {
+            collapsed
+        };
         if name.is_empty() || name == "_" {
             name = "_empty".to_string();
         }
@@ -159,7 +233,10 @@ impl NameMap {
     /// A map that already holds `existing` lake names (e.g. the columns of an existing table),
     /// each mapped from a source name equal to itself.
     pub fn with_existing<S: AsRef<str>>(rules: NamingRules, existing: &[S]) -> Self {
-        let mut map = NameMap { rules, ..NameMap::default() };
+        let mut map = NameMap {
+            rules,
+            ..NameMap::default()
+        };
         for name in existing {
             let name = name.as_ref().to_string();
             map.by_source.insert(name.clone(), name.clone());
@@ -287,7 +364,10 @@ mod tests {
 
     #[test]
     fn paths_and_variants() {
-        assert_eq!(NamingRules::default().path(&["customAttributes", "planTier"]), "custom_attributes__plan_tier");
+        assert_eq!(
+            NamingRules::default().path(&["customAttributes", "planTier"]),
+            "custom_attributes__plan_tier"
+        );
         assert_eq!(variant_column("age", "string"), "age__v_string");
         assert_eq!(variant_of("age__v_string"), Some(("age", "string")));
         assert_eq!(variant_of("address__city"), None);

@@ -32,5 +32,9 @@ fn naming_rules_golden() {
         std::fs::write(&path, out).unwrap();
         return;
     }
-    assert!(failures.is_empty(), "naming golden mismatch (TIDEWAY_BLESS=1 regenerates):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "naming golden mismatch (TIDEWAY_BLESS=1 regenerates):\n{}",
+        failures.join("\n")
+    );
 }

@@ -37,9 +37,18 @@ struct Shared {
 }
 
 impl LakeCatalog {
-    pub(crate) fn new(root: Url, storage: HashMap<String, String>, runtime: Arc<RuntimeEnv>) -> Self {
+    pub(crate) fn new(
+        root: Url,
+        storage: HashMap<String, String>,
+        runtime: Arc<RuntimeEnv>,
+    ) -> Self {
         LakeCatalog {
-            shared: Arc::new(Shared { root, storage, runtime, tables: RwLock::new(BTreeMap::new()) }),
+            shared: Arc::new(Shared {
+                root,
+                storage,
+                runtime,
+                tables: RwLock::new(BTreeMap::new()),
+            }),
         }
     }
 
@@ -80,7 +89,10 @@ impl CatalogProvider for LakeCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        Some(Arc::new(LakeSchema { shared: self.shared.clone(), schema: name.to_string() }))
+        Some(Arc::new(LakeSchema {
+            shared: self.shared.clone(),
+            schema: name.to_string(),
+        }))
     }
 }
 
@@ -102,7 +114,9 @@ impl SchemaProvider for LakeSchema {
         if !self.table_exist(name) {
             return Ok(None);
         }
-        let Ok(table_name) = TableName::new(&self.schema, name) else { return Ok(None) };
+        let Ok(table_name) = TableName::new(&self.schema, name) else {
+            return Ok(None);
+        };
         let url = table_url(&self.shared.root, &table_name);
         let external = |e: deltalake::DeltaTableError| {
             DataFusionError::External(format!("cannot read table `{table_name}`: {e}").into())
@@ -116,9 +130,10 @@ impl SchemaProvider for LakeSchema {
         let log_store = table.log_store();
         let object_store_url = log_store.root_url().as_object_store_url();
         if self.shared.runtime.object_store(&object_store_url).is_err() {
-            self.shared
-                .runtime
-                .register_object_store(object_store_url.as_ref(), log_store.root_object_store(None));
+            self.shared.runtime.register_object_store(
+                object_store_url.as_ref(),
+                log_store.root_object_store(None),
+            );
         }
         let provider = table.table_provider().await?;
         Ok(Some(provider))
@@ -126,6 +141,8 @@ impl SchemaProvider for LakeSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         let tables = self.shared.tables.read().expect("catalog lock poisoned");
-        tables.get(&self.schema).is_some_and(|ts| ts.iter().any(|t| t == name))
+        tables
+            .get(&self.schema)
+            .is_some_and(|ts| ts.iter().any(|t| t == name))
     }
 }

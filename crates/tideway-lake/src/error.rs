@@ -14,7 +14,11 @@ pub enum LakeError {
 
     /// A query or a write named a table the lake does not have.
     #[error("table `{name}` does not exist{hint}; known tables: {known}")]
-    UnknownTable { name: String, hint: String, known: String },
+    UnknownTable {
+        name: String,
+        hint: String,
+        known: String,
+    },
 
     /// A table that must not exist already does.
     #[error("table `{0}` already exists")]
@@ -37,8 +41,14 @@ pub enum LakeError {
     Import { path: String, reason: String },
 
     /// Writers kept conflicting with each other past the retry budget.
-    #[error("gave up committing to `{table}` after {attempts} attempts that conflicted with other writers: {last}")]
-    Contention { table: String, attempts: usize, last: String },
+    #[error(
+        "gave up committing to `{table}` after {attempts} attempts that conflicted with other writers: {last}"
+    )]
+    Contention {
+        table: String,
+        attempts: usize,
+        last: String,
+    },
 
     /// The storage under the lake failed (disk, object store).
     #[error("storage error on `{table}`: {source}")]

@@ -53,7 +53,12 @@ impl Evolution {
     /// table that does not exist yet).
     pub fn plan(table: Option<&Schema>, incoming: &Schema) -> Evolution {
         let mut fields: Vec<Field> = table
-            .map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect())
+            .map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect()
+            })
             .unwrap_or_default();
         let table_len = fields.len();
         let mut evolution = Evolution {
@@ -67,7 +72,9 @@ impl Evolution {
             let name = field.name().clone();
             if field.data_type() == &DataType::Null {
                 let exists = fields.iter().any(|f| f.name() == &name);
-                evolution.placement.insert(name.clone(), exists.then_some(name));
+                evolution
+                    .placement
+                    .insert(name.clone(), exists.then_some(name));
                 continue;
             }
             let ty = storable(field.data_type());
@@ -86,7 +93,9 @@ impl Evolution {
                         }
                         if fits(&existing, &ty) && i < table_len {
                             fields[i] = Field::new(&column, ty.clone(), true);
-                            evolution.widened.push((column.clone(), existing, ty.clone()));
+                            evolution
+                                .widened
+                                .push((column.clone(), existing, ty.clone()));
                             break;
                         }
                         if fits(&existing, &ty) {
@@ -126,7 +135,10 @@ impl Evolution {
                 columns.insert(target.as_str(), array.clone());
             }
         }
-        let options = CastOptions { safe: false, format_options: FormatOptions::default() };
+        let options = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
         let mut out = Vec::with_capacity(self.target.fields().len());
         for field in self.target.fields() {
             let array = match columns.remove(field.name().as_str()) {
@@ -137,7 +149,11 @@ impl Evolution {
             out.push(array);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(self.target.clone(), out, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            self.target.clone(),
+            out,
+            &options,
+        )?)
     }
 }
 
@@ -168,7 +184,12 @@ pub fn storable(ty: &DataType) -> DataType {
 }
 
 fn storable_field(field: &FieldRef) -> FieldRef {
-    Arc::new(field.as_ref().clone().with_data_type(storable(field.data_type())))
+    Arc::new(
+        field
+            .as_ref()
+            .clone()
+            .with_data_type(storable(field.data_type())),
+    )
 }
 
 /// Whether every value of type `from` is represented exactly in type `to`.
@@ -224,7 +245,12 @@ mod tests {
     use deltalake::arrow::array::{Int32Array, Int64Array, StringArray};
 
     fn schema(fields: &[(&str, DataType)]) -> Schema {
-        Schema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>())
+        Schema::new(
+            fields
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[test]
@@ -233,7 +259,10 @@ mod tests {
         let incoming = schema(&[("id", DataType::Int32), ("age", DataType::Utf8)]);
         let e = Evolution::plan(Some(&table), &incoming);
         assert_eq!(e.added, vec!["age__v_text"]);
-        assert_eq!(e.variants, vec![("age".to_string(), "age__v_text".to_string())]);
+        assert_eq!(
+            e.variants,
+            vec![("age".to_string(), "age__v_text".to_string())]
+        );
         let batch = RecordBatch::try_new(
             Arc::new(incoming),
             vec![
@@ -252,18 +281,27 @@ mod tests {
     fn narrow_tables_are_widened() {
         let table = schema(&[("n", DataType::Int32)]);
         let e = Evolution::plan(Some(&table), &schema(&[("n", DataType::Int64)]));
-        assert_eq!(e.widened, vec![("n".to_string(), DataType::Int32, DataType::Int64)]);
+        assert_eq!(
+            e.widened,
+            vec![("n".to_string(), DataType::Int32, DataType::Int64)]
+        );
         let batch = RecordBatch::try_new(
             Arc::new(schema(&[("n", DataType::Int64)])),
             vec![Arc::new(Int64Array::from(vec![1i64 << 40]))],
         )
         .unwrap();
-        assert_eq!(e.conform(&batch).unwrap().schema().field(0).data_type(), &DataType::Int64);
+        assert_eq!(
+            e.conform(&batch).unwrap().schema().field(0).data_type(),
+            &DataType::Int64
+        );
     }
 
     #[test]
     fn null_columns_are_not_added_until_they_have_a_value() {
-        let e = Evolution::plan(None, &schema(&[("a", DataType::Int64), ("b", DataType::Null)]));
+        let e = Evolution::plan(
+            None,
+            &schema(&[("a", DataType::Int64), ("b", DataType::Null)]),
+        );
         assert_eq!(e.added, vec!["a"]);
         assert_eq!(e.target.fields().len(), 1);
     }

@@ -54,7 +54,12 @@ pub struct ImportReport {
 impl Lake {
     /// Imports `paths` (files, or folders searched recursively for files with a known
     /// extension) into `table`: appended, or replacing its rows and schema with `replace`.
-    pub async fn import(&self, paths: &[PathBuf], table: &TableName, replace: bool) -> Result<ImportReport> {
+    pub async fn import(
+        &self,
+        paths: &[PathBuf],
+        table: &TableName,
+        replace: bool,
+    ) -> Result<ImportReport> {
         let files = expand(paths)?;
         let existing: Vec<String> = match self.load(table).await? {
             Some(t) if !replace => Lake::schema_of(table, &t)?
@@ -72,23 +77,53 @@ impl Lake {
                 batches.push(rename(batch, &mut names, &mut renamed)?);
             }
         }
-        let mode = if replace { WriteMode::Overwrite } else { WriteMode::Append };
+        let mode = if replace {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Append
+        };
         let commit = self
             .write(table, batches, mode)
-            .with_metadata("tideway.import", serde_json::json!(files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()))
+            .with_metadata(
+                "tideway.import",
+                serde_json::json!(
+                    files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                ),
+            )
             .await?;
-        Ok(ImportReport { files, renamed, commit })
+        Ok(ImportReport {
+            files,
+            renamed,
+            commit,
+        })
     }
 
     async fn read_file(&self, file: &Path) -> Result<Vec<RecordBatch>> {
-        let fail = |reason: String| LakeError::Import { path: file.display().to_string(), reason };
-        let path = file.to_str().ok_or_else(|| fail("the path is not valid UTF-8".into()))?;
+        let fail = |reason: String| LakeError::Import {
+            path: file.display().to_string(),
+            reason,
+        };
+        let path = file
+            .to_str()
+            .ok_or_else(|| fail("the path is not valid UTF-8".into()))?;
         let ctx = self.session();
         let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
         let df = match FileFormat::of(file) {
-            Some(FileFormat::Csv) => ctx.read_csv(path, CsvReadOptions::new().file_extension(ext)).await,
-            Some(FileFormat::Parquet) => ctx.read_parquet(path, ParquetReadOptions::default().file_extension(ext)).await,
-            Some(FileFormat::NdJson) => ctx.read_json(path, JsonReadOptions::default().file_extension(ext)).await,
+            Some(FileFormat::Csv) => {
+                ctx.read_csv(path, CsvReadOptions::new().file_extension(ext))
+                    .await
+            }
+            Some(FileFormat::Parquet) => {
+                ctx.read_parquet(path, ParquetReadOptions::default().file_extension(ext))
+                    .await
+            }
+            Some(FileFormat::NdJson) => {
+                ctx.read_json(path, JsonReadOptions::default().file_extension(ext))
+                    .await
+            }
             None => return Err(fail(unknown_extension())),
         }
         .map_err(|e| fail(e.to_string()))?;
@@ -97,7 +132,10 @@ impl Lake {
 }
 
 fn unknown_extension() -> String {
-    format!("unknown file type; known extensions: {}", IMPORT_EXTENSIONS.join(", "))
+    format!(
+        "unknown file type; known extensions: {}",
+        IMPORT_EXTENSIONS.join(", ")
+    )
 }
 
 /// The files to import: each path itself, or every file under a folder with a known
@@ -105,13 +143,19 @@ fn unknown_extension() -> String {
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
-        let fail = |reason: String| LakeError::Import { path: path.display().to_string(), reason };
+        let fail = |reason: String| LakeError::Import {
+            path: path.display().to_string(),
+            reason,
+        };
         let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
         if meta.is_dir() {
             let mut found = Vec::new();
             walk(path, &mut found).map_err(|e| fail(e.to_string()))?;
             if found.is_empty() {
-                return Err(fail(format!("the folder has no files with a known extension ({})", IMPORT_EXTENSIONS.join(", "))));
+                return Err(fail(format!(
+                    "the folder has no files with a known extension ({})",
+                    IMPORT_EXTENSIONS.join(", ")
+                )));
             }
             found.sort();
             files.extend(found);
@@ -122,7 +166,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        return Err(LakeError::Import { path: String::new(), reason: "no files given".into() });
+        return Err(LakeError::Import {
+            path: String::new(),
+            reason: "no files given".into(),
+        });
     }
     Ok(files)
 }
@@ -140,7 +187,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Renames a batch's columns to lake names.
-fn rename(batch: RecordBatch, names: &mut NameMap, renamed: &mut Vec<(String, String)>) -> Result<RecordBatch> {
+fn rename(
+    batch: RecordBatch,
+    names: &mut NameMap,
+    renamed: &mut Vec<(String, String)>,
+) -> Result<RecordBatch> {
     let schema = batch.schema();
     let fields: Vec<Field> = schema
         .fields()
@@ -153,5 +204,8 @@ fn rename(batch: RecordBatch, names: &mut NameMap, renamed: &mut Vec<(String, St
             f.as_ref().clone().with_name(lake)
         })
         .collect();
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec())?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        batch.columns().to_vec(),
+    )?)
 }

@@ -47,7 +47,10 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lake").field("location", &self.location).field("root", &self.root.as_str()).finish_non_exhaustive()
+        f.debug_struct("Lake")
+            .field("location", &self.location)
+            .field("root", &self.root.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +96,11 @@ impl Lake {
             .with_query_planner(DeltaPlanner::new())
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let catalog = Arc::new(LakeCatalog::new(root.clone(), storage.clone(), ctx.runtime_env()));
+        let catalog = Arc::new(LakeCatalog::new(
+            root.clone(),
+            storage.clone(),
+            ctx.runtime_env(),
+        ));
         ctx.register_catalog(CATALOG, catalog.clone());
         let lake = Lake {
             inner: Arc::new(Inner {
@@ -148,14 +155,26 @@ impl Lake {
             location: self.inner.location.clone(),
             reason: format!("cannot list it: {e}"),
         };
-        let top = store.list_with_delimiter(None).await.map_err(storage_error)?;
+        let top = store
+            .list_with_delimiter(None)
+            .await
+            .map_err(storage_error)?;
         let mut found = Vec::new();
         for schema_dir in top.common_prefixes {
-            let Some(schema) = schema_dir.filename() else { continue };
-            let listing = store.list_with_delimiter(Some(&schema_dir)).await.map_err(storage_error)?;
+            let Some(schema) = schema_dir.filename() else {
+                continue;
+            };
+            let listing = store
+                .list_with_delimiter(Some(&schema_dir))
+                .await
+                .map_err(storage_error)?;
             for table_dir in listing.common_prefixes {
-                let Some(table) = table_dir.filename() else { continue };
-                let Ok(name) = TableName::new(schema, table) else { continue };
+                let Some(table) = table_dir.filename() else {
+                    continue;
+                };
+                let Ok(name) = TableName::new(schema, table) else {
+                    continue;
+                };
                 let log = table_dir.clone().join("_delta_log");
                 let mut entries = store.list(Some(&log));
                 if entries.try_next().await.map_err(storage_error)?.is_some() {
@@ -171,7 +190,10 @@ impl Lake {
     pub async fn load(&self, name: &TableName) -> Result<Option<DeltaTable>> {
         let url = self.table_url(name);
         if url.scheme() == "file" {
-            let log = url.to_file_path().expect("a file URL made from a path").join("_delta_log");
+            let log = url
+                .to_file_path()
+                .expect("a file URL made from a path")
+                .join("_delta_log");
             if !log.is_dir() {
                 return Ok(None);
             }
@@ -186,7 +208,11 @@ impl Lake {
             Err(DeltaTableError::NotATable(_)) => Ok(None),
             // An object-store prefix with nothing under it (the kernel's error type is not
             // re-exported by deltalake, so the variant is matched by name).
-            Err(DeltaTableError::KernelError(k)) if format!("{k:?}").starts_with("InvalidTableLocation") => Ok(None),
+            Err(DeltaTableError::KernelError(k))
+                if format!("{k:?}").starts_with("InvalidTableLocation") =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(LakeError::delta(name, e)),
         }
     }
@@ -204,8 +230,13 @@ impl Lake {
     /// name and lists the known tables.
     pub async fn unknown_table(&self, name: &str) -> LakeError {
         let _ = self.refresh().await;
-        let known: Vec<String> =
-            self.inner.catalog.table_names().iter().map(ToString::to_string).collect();
+        let known: Vec<String> = self
+            .inner
+            .catalog
+            .table_names()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         unknown_table_error(name, &known)
     }
 
@@ -256,11 +287,17 @@ impl Lake {
 
     /// The Arrow schema of a loaded table.
     pub fn schema_of(name: &TableName, table: &DeltaTable) -> Result<SchemaRef> {
-        Ok(table.snapshot().map_err(|e| LakeError::delta(name, e))?.snapshot().arrow_schema())
+        Ok(table
+            .snapshot()
+            .map_err(|e| LakeError::delta(name, e))?
+            .snapshot()
+            .arrow_schema())
     }
 
     pub async fn txn_version(&self, name: &TableName, app_id: &str) -> Result<Option<i64>> {
-        let Some(table) = self.load(name).await? else { return Ok(None) };
+        let Some(table) = self.load(name).await? else {
+            return Ok(None);
+        };
         let state = table.snapshot().map_err(|e| LakeError::delta(name, e))?;
         state
             .transaction_version(table.log_store().as_ref(), app_id)
@@ -278,7 +315,9 @@ pub(crate) fn table_info(name: &TableName, table: &DeltaTable) -> Result<TableIn
         size += file.size().max(0) as u64;
         files += 1;
     }
-    let last_commit = state.version_timestamp(version).and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    let last_commit = state
+        .version_timestamp(version)
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
     Ok(TableInfo {
         name: name.to_string(),
         version,
@@ -291,20 +330,30 @@ pub(crate) fn table_info(name: &TableName, table: &DeltaTable) -> Result<TableIn
 }
 
 pub(crate) fn unknown_table_error(name: &str, known: &[String]) -> LakeError {
-    let hint = closest(name, known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+    let hint = closest(name, known)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default();
     let known = if known.is_empty() {
-        "none yet (write one with `tideway lake import` or `tideway sql \"CREATE TABLE ...\"`)".into()
+        "none yet (write one with `tideway lake import` or `tideway sql \"CREATE TABLE ...\"`)"
+            .into()
     } else {
         known.join(", ")
     };
-    LakeError::UnknownTable { name: name.to_string(), hint, known }
+    LakeError::UnknownTable {
+        name: name.to_string(),
+        hint,
+        known,
+    }
 }
 
 /// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
 /// A candidate whose table part equals `name`'s (a missing or wrong schema) wins.
 pub fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
     let table_part = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
-    if let Some(same) = candidates.iter().find(|c| table_part(c) == table_part(name)) {
+    if let Some(same) = candidates
+        .iter()
+        .find(|c| table_part(c) == table_part(name))
+    {
         return Some(same);
     }
     candidates
@@ -321,7 +370,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -329,17 +380,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 pub(crate) fn table_url(root: &Url, name: &TableName) -> Url {
-    root.join(&format!("{}/{}/", name.schema(), name.table())).expect("table names are URL-safe")
+    root.join(&format!("{}/{}/", name.schema(), name.table()))
+        .expect("table names are URL-safe")
 }
 
-fn root_log_store(root: &Url, storage: &HashMap<String, String>) -> Result<LogStoreRef, DeltaTableError> {
-    DeltaTableBuilder::from_url(root.clone())?.with_storage_options(storage.clone()).build_storage()
+fn root_log_store(
+    root: &Url,
+    storage: &HashMap<String, String>,
+) -> Result<LogStoreRef, DeltaTableError> {
+    DeltaTableBuilder::from_url(root.clone())?
+        .with_storage_options(storage.clone())
+        .build_storage()
 }
 
 /// The root URL of a location: an object-store URL as it is, a local path made absolute,
 /// created, and checked to be a writable directory.
 fn root_url(location: &str) -> Result<Url> {
-    let bad = |reason: String| LakeError::Location { location: location.to_string(), reason };
+    let bad = |reason: String| LakeError::Location {
+        location: location.to_string(),
+        reason,
+    };
     if location.contains("://") && !location.starts_with("file://") {
         let mut url = Url::parse(location).map_err(|e| bad(format!("not a valid URL: {e}")))?;
         if !url.path().ends_with('/') {
@@ -358,7 +418,10 @@ fn root_url(location: &str) -> Result<Url> {
 
 fn check_writable_dir(path: &Path) -> std::result::Result<(), String> {
     if path.exists() && !path.is_dir() {
-        return Err("it exists and is not a directory; set [lake] location in tideway.toml to a directory".into());
+        return Err(
+            "it exists and is not a directory; set [lake] location in tideway.toml to a directory"
+                .into(),
+        );
     }
     std::fs::create_dir_all(path).map_err(|e| {
         format!("cannot create the directory: {e}; set [lake] location in tideway.toml to a writable directory")
@@ -375,7 +438,9 @@ fn check_writable_dir(path: &Path) -> std::result::Result<(), String> {
 pub(crate) fn by_schema(tables: &[TableName]) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for t in tables {
-        out.entry(t.schema().to_string()).or_default().push(t.table().to_string());
+        out.entry(t.schema().to_string())
+            .or_default()
+            .push(t.table().to_string());
     }
     out
 }

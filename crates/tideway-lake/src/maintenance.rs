@@ -42,14 +42,22 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 impl Lake {
     /// Compacts small files into files of about `target_size` bytes (Delta's default when
     /// `None`), then writes a checkpoint.
-    pub async fn optimize(&self, name: &TableName, target_size: Option<u64>) -> Result<OptimizeReport> {
+    pub async fn optimize(
+        &self,
+        name: &TableName,
+        target_size: Option<u64>,
+    ) -> Result<OptimizeReport> {
         let table = self.table(name).await?;
-        let mut builder = table.optimize().with_session_state(Arc::new(self.session().state()));
+        let mut builder = table
+            .optimize()
+            .with_session_state(Arc::new(self.session().state()));
         if let Some(size) = target_size.and_then(std::num::NonZeroU64::new) {
             builder = builder.with_target_size(size);
         }
         let (table, metrics) = builder.await.map_err(|e| LakeError::delta(name, e))?;
-        create_checkpoint(&table, None).await.map_err(|e| LakeError::delta(name, e))?;
+        create_checkpoint(&table, None)
+            .await
+            .map_err(|e| LakeError::delta(name, e))?;
         Ok(OptimizeReport {
             table: name.to_string(),
             files_removed: metrics.num_files_removed,
@@ -61,7 +69,12 @@ impl Lake {
     /// Deletes data files that no version within `retention` needs, including files left by
     /// failed writes. A retention below one week is honored (readers of older versions lose
     /// them), which is what a user asking for it wants.
-    pub async fn vacuum(&self, name: &TableName, retention: Duration, dry_run: bool) -> Result<VacuumReport> {
+    pub async fn vacuum(
+        &self,
+        name: &TableName,
+        retention: Duration,
+        dry_run: bool,
+    ) -> Result<VacuumReport> {
         let table = self.table(name).await?;
         let retention = chrono::Duration::from_std(retention)
             .map_err(|e| LakeError::Sql(format!("retention out of range: {e}")))?;
@@ -73,13 +86,19 @@ impl Lake {
             .with_dry_run(dry_run)
             .await
             .map_err(|e| LakeError::delta(name, e))?;
-        Ok(VacuumReport { table: name.to_string(), dry_run, files_deleted: metrics.files_deleted.len() })
+        Ok(VacuumReport {
+            table: name.to_string(),
+            dry_run,
+            files_deleted: metrics.files_deleted.len(),
+        })
     }
 
     /// Writes a checkpoint of the table's current version, so readers need not replay its log.
     pub async fn checkpoint(&self, name: &TableName) -> Result<u64> {
         let table = self.table(name).await?;
-        create_checkpoint(&table, None).await.map_err(|e| LakeError::delta(name, e))?;
+        create_checkpoint(&table, None)
+            .await
+            .map_err(|e| LakeError::delta(name, e))?;
         Ok(table.version().unwrap_or_default())
     }
 }
@@ -94,12 +113,18 @@ pub(crate) async fn add_columns(
     let mut fields: Vec<StructField> = Vec::with_capacity(added.len());
     for column in added {
         let field = target.field_with_name(column)?;
-        let field: StructField = field
-            .try_into_kernel()
-            .map_err(|e| LakeError::Sql(format!("column `{column}` has a type Delta cannot store: {e}")))?;
+        let field: StructField = field.try_into_kernel().map_err(|e| {
+            LakeError::Sql(format!(
+                "column `{column}` has a type Delta cannot store: {e}"
+            ))
+        })?;
         fields.push(field);
     }
-    table.add_columns().with_fields(fields).await.map_err(|e| LakeError::delta(name, e))?;
+    table
+        .add_columns()
+        .with_fields(fields)
+        .await
+        .map_err(|e| LakeError::delta(name, e))?;
     Ok(())
 }
 

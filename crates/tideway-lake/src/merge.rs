@@ -50,13 +50,20 @@ pub(crate) async fn upsert(
         builder = builder.with_writer_properties(properties);
     }
     let set_all = |columns: &[String]| -> Vec<(String, String)> {
-        columns.iter().map(|c| (c.clone(), format!("source.{}", quote(c)))).collect()
+        columns
+            .iter()
+            .map(|c| (c.clone(), format!("source.{}", quote(c))))
+            .collect()
     };
-    let updates: Vec<String> = columns.iter().filter(|c| !keys.contains(c)).cloned().collect();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| !keys.contains(c))
+        .cloned()
+        .collect();
     if let Some(marker) = delete_column {
         let marker = quote(marker);
-        builder = builder
-            .when_matched_delete(|d| d.predicate(format!("source.{marker} = true")))?;
+        builder =
+            builder.when_matched_delete(|d| d.predicate(format!("source.{marker} = true")))?;
         if !updates.is_empty() {
             builder = builder.when_matched_update(|mut u| {
                 for (c, e) in set_all(&updates) {

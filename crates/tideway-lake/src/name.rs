@@ -29,7 +29,10 @@ impl TableName {
                 });
             }
         }
-        Ok(TableName { schema: schema.to_string(), table: table.to_string() })
+        Ok(TableName {
+            schema: schema.to_string(),
+            table: table.to_string(),
+        })
     }
 
     /// The schema part.
@@ -55,7 +58,10 @@ fn check_part(part: &str) -> Option<String> {
     if part.len() > 128 {
         return Some("is longer than 128 characters".into());
     }
-    if let Some(bad) = part.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+    if let Some(bad) = part
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+    {
         let suggestion = tideway_core::naming::normalize(part);
         return Some(format!(
             "contains `{bad}`; names use lower-case letters, digits and `_` (did you mean `{suggestion}`?)"
@@ -103,7 +109,10 @@ mod tests {
     fn rejects_bad_names_with_a_reason() {
         let e = "customers".parse::<TableName>().unwrap_err().to_string();
         assert!(e.contains("schema.table"), "{e}");
-        let e = "crm.Customers".parse::<TableName>().unwrap_err().to_string();
+        let e = "crm.Customers"
+            .parse::<TableName>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean `customers`"), "{e}");
         assert!("a.b.c".parse::<TableName>().is_err());
         assert!("crm.1x".parse::<TableName>().is_err());

@@ -23,6 +23,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::common::TableReference;
 use deltalake::datafusion::dataframe::DataFrame;
 use deltalake::datafusion::logical_expr::col;
+use deltalake::datafusion::object_store::ObjectStoreExt as _;
 use deltalake::datafusion::prelude::cast;
 use deltalake::datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use deltalake::datafusion::sql::sqlparser::ast::{
@@ -30,7 +31,6 @@ use deltalake::datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectType, Query, Statement, TableFactor, TableObject,
 };
 use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
-use deltalake::datafusion::object_store::ObjectStoreExt as _;
 use futures::TryStreamExt;
 
 use crate::catalog::{CATALOG, DEFAULT_SCHEMA};
@@ -88,7 +88,9 @@ impl Lake {
         }
         let statement = statements.remove(0);
         if writes(&statement) {
-            return Err(LakeError::Sql("expected a query, found a statement that writes; use `Lake::sql`".into()));
+            return Err(LakeError::Sql(
+                "expected a query, found a statement that writes; use `Lake::sql`".into(),
+            ));
         }
         self.plan(statement).await
     }
@@ -101,7 +103,10 @@ impl Lake {
     }
 
     async fn plan_query(&self, query: Query) -> Result<DataFrame> {
-        self.plan(DFStatement::Statement(Box::new(Statement::Query(Box::new(query))))).await
+        self.plan(DFStatement::Statement(Box::new(Statement::Query(
+            Box::new(query),
+        ))))
+        .await
     }
 
     async fn run(&self, statement: DFStatement) -> Result<SqlOutput> {
@@ -121,16 +126,22 @@ impl Lake {
                 let df = match &create.query {
                     Some(query) => self.plan_query(query.as_ref().clone()).await?,
                     None if create.columns.is_empty() => {
-                        return Err(LakeError::Sql(format!("CREATE TABLE {name} needs columns or AS SELECT")));
+                        return Err(LakeError::Sql(format!(
+                            "CREATE TABLE {name} needs columns or AS SELECT"
+                        )));
                     }
                     None => {
                         let columns = create
                             .columns
                             .iter()
-                            .map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.data_type, ident(&c.name)))
+                            .map(|c| {
+                                format!("CAST(NULL AS {}) AS \"{}\"", c.data_type, ident(&c.name))
+                            })
                             .collect::<Vec<_>>()
                             .join(", ");
-                        self.session().sql(&format!("SELECT {columns} LIMIT 0")).await?
+                        self.session()
+                            .sql(&format!("SELECT {columns} LIMIT 0"))
+                            .await?
                     }
                 };
                 let batches = collect_with_schema(df).await?;
@@ -138,18 +149,29 @@ impl Lake {
             }
             Statement::Insert(insert) => {
                 let TableObject::TableName(object) = &insert.table else {
-                    return Err(LakeError::Sql("INSERT INTO a table function is not supported".into()));
+                    return Err(LakeError::Sql(
+                        "INSERT INTO a table function is not supported".into(),
+                    ));
                 };
                 let name = table_name(object)?;
                 let Some(source) = &insert.source else {
-                    return Err(LakeError::Sql(format!("INSERT INTO {name} needs SELECT or VALUES")));
+                    return Err(LakeError::Sql(format!(
+                        "INSERT INTO {name} needs SELECT or VALUES"
+                    )));
                 };
                 let df = self.plan_query(source.as_ref().clone()).await?;
-                let listed: Vec<String> =
-                    insert.columns.iter().map(|c| table_name_part(c)).collect::<Result<_>>()?;
+                let listed: Vec<String> = insert
+                    .columns
+                    .iter()
+                    .map(table_name_part)
+                    .collect::<Result<_>>()?;
                 let df = self.map_insert_columns(&name, df, listed).await?;
                 let batches = collect_with_schema(df).await?;
-                let mode = if insert.overwrite { WriteMode::Overwrite } else { WriteMode::Append };
+                let mode = if insert.overwrite {
+                    WriteMode::Overwrite
+                } else {
+                    WriteMode::Append
+                };
                 Ok(SqlOutput::Commit(self.write(&name, batches, mode).await?))
             }
             Statement::Merge(merge) => self.merge_statement(merge).await,
@@ -165,7 +187,9 @@ impl Lake {
                 };
                 let name = table_name(name)?;
                 let table = self.table(&name).await?;
-                let mut builder = table.delete().with_session_state(Arc::new(self.session().state()));
+                let mut builder = table
+                    .delete()
+                    .with_session_state(Arc::new(self.session().state()));
                 if let Some(selection) = &delete.selection {
                     builder = builder.with_predicate(selection.to_string());
                 }
@@ -184,12 +208,17 @@ impl Lake {
                 };
                 let name = table_name(name)?;
                 let table = self.table(&name).await?;
-                let mut builder = table.update().with_session_state(Arc::new(self.session().state()));
+                let mut builder = table
+                    .update()
+                    .with_session_state(Arc::new(self.session().state()));
                 for assignment in &update.assignments {
                     let AssignmentTarget::ColumnName(column) = &assignment.target else {
-                        return Err(LakeError::Sql("UPDATE ... SET (a, b) = ... is not supported; set each column".into()));
+                        return Err(LakeError::Sql(
+                            "UPDATE ... SET (a, b) = ... is not supported; set each column".into(),
+                        ));
                     };
-                    builder = builder.with_update(table_name_part(column)?, assignment.value.to_string());
+                    builder =
+                        builder.with_update(table_name_part(column)?, assignment.value.to_string());
                 }
                 if let Some(selection) = &update.selection {
                     builder = builder.with_predicate(selection.to_string());
@@ -202,7 +231,12 @@ impl Lake {
                     ..Commit::default()
                 }))
             }
-            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
                 let mut dropped = Vec::new();
                 for object in names {
                     let name = table_name(object)?;
@@ -229,12 +263,22 @@ impl Lake {
 
     /// Renames and casts an INSERT's source columns onto the target's columns: the listed
     /// ones, or the table's own by position.
-    async fn map_insert_columns(&self, name: &TableName, df: DataFrame, listed: Vec<String>) -> Result<DataFrame> {
+    async fn map_insert_columns(
+        &self,
+        name: &TableName,
+        df: DataFrame,
+        listed: Vec<String>,
+    ) -> Result<DataFrame> {
         let table_schema = match self.load(name).await? {
             Some(table) => Some(Lake::schema_of(name, &table)?),
             None => None,
         };
-        let source: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let source: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let targets: Vec<String> = if !listed.is_empty() {
             listed
         } else if let Some(schema) = &table_schema {
@@ -256,7 +300,10 @@ impl Lake {
             .zip(&targets)
             .map(|(from, to)| {
                 let expr = col(format!("\"{}\"", from.replace('"', "\"\"")));
-                match table_schema.as_ref().and_then(|s| s.field_with_name(to).ok()) {
+                match table_schema
+                    .as_ref()
+                    .and_then(|s| s.field_with_name(to).ok())
+                {
                     Some(field) => cast(expr, field.data_type().clone()).alias(to),
                     None => expr.alias(to),
                 }
@@ -270,18 +317,34 @@ impl Lake {
             return Err(LakeError::Sql("MERGE INTO needs a table name".into()));
         };
         let name = table_name(name)?;
-        let target_alias = alias.as_ref().map_or_else(|| name.table().to_string(), |a| ident(&a.name));
+        let target_alias = alias
+            .as_ref()
+            .map_or_else(|| name.table().to_string(), |a| ident(&a.name));
         let (source_query, source_alias) = match &merge.source {
-            TableFactor::Table { name: source, alias, .. } => {
+            TableFactor::Table {
+                name: source,
+                alias,
+                ..
+            } => {
                 let source_name = table_name(source)?;
-                let alias = alias.as_ref().map_or_else(|| source_name.table().to_string(), |a| ident(&a.name));
+                let alias = alias
+                    .as_ref()
+                    .map_or_else(|| source_name.table().to_string(), |a| ident(&a.name));
                 (format!("SELECT * FROM {source_name}"), alias)
             }
-            TableFactor::Derived { subquery, alias, .. } => {
-                let alias = alias.as_ref().map_or_else(|| "source".to_string(), |a| ident(&a.name));
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
+                let alias = alias
+                    .as_ref()
+                    .map_or_else(|| "source".to_string(), |a| ident(&a.name));
                 (subquery.to_string(), alias)
             }
-            other => return Err(LakeError::Sql(format!("MERGE ... USING {other} is not supported; use a table or (SELECT ...)"))),
+            other => {
+                return Err(LakeError::Sql(format!(
+                    "MERGE ... USING {other} is not supported; use a table or (SELECT ...)"
+                )));
+            }
         };
         let source = self.plan(parse(&source_query)?.remove(0)).await?;
         let table = self.table(&name).await?;
@@ -316,14 +379,25 @@ impl Lake {
                         d
                     })
                     .map_err(delta)?,
-                (MergeClauseKind::NotMatched | MergeClauseKind::NotMatchedByTarget, MergeAction::Insert(insert)) => {
+                (
+                    MergeClauseKind::NotMatched | MergeClauseKind::NotMatchedByTarget,
+                    MergeAction::Insert(insert),
+                ) => {
                     let MergeInsertKind::Values(values) = &insert.kind else {
-                        return Err(LakeError::Sql("MERGE ... INSERT needs (columns) VALUES (...)".into()));
+                        return Err(LakeError::Sql(
+                            "MERGE ... INSERT needs (columns) VALUES (...)".into(),
+                        ));
                     };
                     let [row] = values.rows.as_slice() else {
-                        return Err(LakeError::Sql("MERGE ... INSERT VALUES takes one row of expressions".into()));
+                        return Err(LakeError::Sql(
+                            "MERGE ... INSERT VALUES takes one row of expressions".into(),
+                        ));
                     };
-                    let columns: Vec<String> = insert.columns.iter().map(|c| table_name_part(c)).collect::<Result<_>>()?;
+                    let columns: Vec<String> = insert
+                        .columns
+                        .iter()
+                        .map(table_name_part)
+                        .collect::<Result<_>>()?;
                     if columns.len() != row.len() {
                         return Err(LakeError::Sql(format!(
                             "MERGE ... INSERT lists {} column(s) but {} value(s)",
@@ -331,7 +405,10 @@ impl Lake {
                             row.len()
                         )));
                     }
-                    let sets: Vec<(String, String)> = columns.into_iter().zip(row.iter().map(Expr::to_string)).collect();
+                    let sets: Vec<(String, String)> = columns
+                        .into_iter()
+                        .zip(row.iter().map(Expr::to_string))
+                        .collect();
                     builder
                         .when_not_matched_insert(|mut i| {
                             if let Some(p) = &predicate {
@@ -367,7 +444,9 @@ impl Lake {
                         .map_err(delta)?
                 }
                 (kind, action) => {
-                    return Err(LakeError::Sql(format!("MERGE clause `WHEN {kind} THEN {action}` is not supported")));
+                    return Err(LakeError::Sql(format!(
+                        "MERGE clause `WHEN {kind} THEN {action}` is not supported"
+                    )));
                 }
             };
         }
@@ -392,12 +471,15 @@ impl Lake {
             .map_ok(|meta| meta.location)
             .try_collect()
             .await
-            .map_err(|e| LakeError::Location { location: self.location().to_string(), reason: e.to_string() })?;
+            .map_err(|e| LakeError::Location {
+                location: self.location().to_string(),
+                reason: e.to_string(),
+            })?;
         for file in files {
-            store
-                .delete(&file)
-                .await
-                .map_err(|e| LakeError::Location { location: self.location().to_string(), reason: e.to_string() })?;
+            store.delete(&file).await.map_err(|e| LakeError::Location {
+                location: self.location().to_string(),
+                reason: e.to_string(),
+            })?;
         }
         if self.root().scheme() == "file" {
             let dir = self.table_url(name).to_file_path().expect("a file URL");
@@ -411,19 +493,35 @@ impl Lake {
     /// exist (CTE names and `information_schema` are not lake tables).
     fn check_references(&self, statement: &DFStatement) -> Result<()> {
         let references = self.session().state().resolve_table_references(statement)?;
-        let known: Vec<String> = self.inner.catalog.table_names().iter().map(ToString::to_string).collect();
+        let known: Vec<String> = self
+            .inner
+            .catalog
+            .table_names()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         for reference in references {
             let (catalog, schema, table) = match &reference {
                 TableReference::Bare { table } => (CATALOG, DEFAULT_SCHEMA, table.as_ref()),
-                TableReference::Partial { schema, table } => (CATALOG, schema.as_ref(), table.as_ref()),
-                TableReference::Full { catalog, schema, table } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
+                TableReference::Partial { schema, table } => {
+                    (CATALOG, schema.as_ref(), table.as_ref())
+                }
+                TableReference::Full {
+                    catalog,
+                    schema,
+                    table,
+                } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
             };
             if catalog != CATALOG || schema == "information_schema" {
                 continue;
             }
             let full = format!("{schema}.{table}");
             if !known.contains(&full) {
-                let shown = if matches!(reference, TableReference::Bare { .. }) { table.to_string() } else { full };
+                let shown = if matches!(reference, TableReference::Bare { .. }) {
+                    table.to_string()
+                } else {
+                    full
+                };
                 return Err(unknown_table_error(&shown, &known));
             }
         }
@@ -450,11 +548,20 @@ fn writes(statement: &DFStatement) -> bool {
 
 /// Unquoted identifiers are lower-cased, as DataFusion does.
 fn ident(ident: &Ident) -> String {
-    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
 }
 
 fn table_name(object: &ObjectName) -> Result<TableName> {
-    let parts: Vec<String> = object.0.iter().filter_map(|p| p.as_ident()).map(ident).collect();
+    let parts: Vec<String> = object
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(ident)
+        .collect();
     match parts.as_slice() {
         [table] => TableName::new(DEFAULT_SCHEMA, table),
         [schema, table] => TableName::new(schema, table),
@@ -481,7 +588,9 @@ fn assignments(assignments: &[ast::Assignment]) -> Result<Vec<(String, String)>>
         .iter()
         .map(|a| match &a.target {
             AssignmentTarget::ColumnName(c) => Ok((table_name_part(c)?, a.value.to_string())),
-            AssignmentTarget::Tuple(_) => Err(LakeError::Sql("SET (a, b) = ... is not supported; set each column".into())),
+            AssignmentTarget::Tuple(_) => Err(LakeError::Sql(
+                "SET (a, b) = ... is not supported; set each column".into(),
+            )),
         })
         .collect()
 }

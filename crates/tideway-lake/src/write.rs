@@ -22,8 +22,8 @@ use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatc
 use deltalake::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use deltalake::arrow::row::{RowConverter, SortField};
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
@@ -53,7 +53,10 @@ pub struct Txn {
 impl Txn {
     /// A transaction identifier.
     pub fn new(app_id: impl Into<String>, version: i64) -> Self {
-        Txn { app_id: app_id.into(), version }
+        Txn {
+            app_id: app_id.into(),
+            version,
+        }
     }
 }
 
@@ -127,7 +130,14 @@ impl Lake {
     /// input, the last row of each key wins.
     pub fn merge(&self, table: &TableName, batches: Vec<RecordBatch>, keys: &[&str]) -> Write {
         let keys = keys.iter().map(|k| k.to_string()).collect();
-        self.write(table, batches, WriteMode::Merge { keys, delete_column: None })
+        self.write(
+            table,
+            batches,
+            WriteMode::Merge {
+                keys,
+                delete_column: None,
+            },
+        )
     }
 
     /// A write in any [`WriteMode`].
@@ -195,21 +205,31 @@ impl Write {
                     let jitter = rand_jitter(attempt);
                     tokio::time::sleep(jitter).await;
                 }
-                Err(Attempt::Evolved { added: a, widened: w }) => {
+                Err(Attempt::Evolved {
+                    added: a,
+                    widened: w,
+                }) => {
                     added.extend(a);
                     widened.extend(w);
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
-        Err(LakeError::Contention { table: self.table.to_string(), attempts: MAX_ATTEMPTS, last: last_conflict })
+        Err(LakeError::Contention {
+            table: self.table.to_string(),
+            attempts: MAX_ATTEMPTS,
+            last: last_conflict,
+        })
     }
 
     async fn attempt(&self) -> std::result::Result<Commit, Attempt> {
         let name = &self.table;
         let table = self.lake.load_or_new(name).await?;
         let exists = table.version().is_some();
-        let mut commit = Commit { table: name.to_string(), ..Commit::default() };
+        let mut commit = Commit {
+            table: name.to_string(),
+            ..Commit::default()
+        };
 
         if let (Some(txn), true) = (&self.txn, exists) {
             let state = table.snapshot().map_err(|e| LakeError::delta(name, e))?;
@@ -240,17 +260,28 @@ impl Write {
         let is_merge = matches!(self.mode, WriteMode::Merge { .. });
         if exists && !evolution.widened.is_empty() && self.mode != WriteMode::Overwrite {
             // Widen first, in its own commit, then write against the widened table.
-            crate::maintenance::rewrite_with_schema(&self.lake, name, table, evolution.target.clone())
-                .await
-                .map_err(classify)?;
-            return Err(Attempt::Evolved { added: Vec::new(), widened: commit.widened_columns });
+            crate::maintenance::rewrite_with_schema(
+                &self.lake,
+                name,
+                table,
+                evolution.target.clone(),
+            )
+            .await
+            .map_err(classify)?;
+            return Err(Attempt::Evolved {
+                added: Vec::new(),
+                widened: commit.widened_columns,
+            });
         }
         if exists && is_merge && !evolution.added.is_empty() {
             // A merge reads and writes the table's own schema: add the new columns first.
             crate::maintenance::add_columns(name, table, &evolution.target, &evolution.added)
                 .await
                 .map_err(classify)?;
-            return Err(Attempt::Evolved { added: commit.added_columns, widened: Vec::new() });
+            return Err(Attempt::Evolved {
+                added: commit.added_columns,
+                widened: Vec::new(),
+            });
         }
 
         let batches = if batches.is_empty() {
@@ -294,7 +325,10 @@ impl Write {
                 }
                 write.await.map(|t| t.version())
             }
-            WriteMode::Merge { keys, delete_column } => {
+            WriteMode::Merge {
+                keys,
+                delete_column,
+            } => {
                 let batches = attach_column(batches, delete_column.as_deref(), deletes)?;
                 let source = dedupe_by_key(name, &batches, keys)?;
                 if !exists {
@@ -373,7 +407,10 @@ fn evolve_all(
     let target = evolution.target.clone();
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
-        let (_, e) = per_schema.iter().find(|(s, _)| s == &batch.schema()).expect("planned above");
+        let (_, e) = per_schema
+            .iter()
+            .find(|(s, _)| s == &batch.schema())
+            .expect("planned above");
         let shaped = e.conform(batch)?;
         let shaped = if shaped.schema() == target {
             shaped
@@ -386,12 +423,24 @@ fn evolve_all(
 }
 
 /// Concatenates `batches` and keeps the last row of each key; a null key is an error.
-fn dedupe_by_key(table: &TableName, batches: &[RecordBatch], keys: &[String]) -> Result<RecordBatch> {
-    let invalid = |reason: String| LakeError::InvalidMerge { table: table.to_string(), reason };
+fn dedupe_by_key(
+    table: &TableName,
+    batches: &[RecordBatch],
+    keys: &[String],
+) -> Result<RecordBatch> {
+    let invalid = |reason: String| LakeError::InvalidMerge {
+        table: table.to_string(),
+        reason,
+    };
     if keys.is_empty() {
-        return Err(invalid("no key columns given; name the columns that identify a row".into()));
+        return Err(invalid(
+            "no key columns given; name the columns that identify a row".into(),
+        ));
     }
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| Arc::new(Schema::empty()));
     let all = concat_batches(&schema, batches)?;
     let mut columns = Vec::with_capacity(keys.len());
     for key in keys {
@@ -411,8 +460,12 @@ fn dedupe_by_key(table: &TableName, batches: &[RecordBatch], keys: &[String]) ->
         }
         columns.push(column);
     }
-    let converter =
-        RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
     let rows = converter.convert_columns(&columns)?;
     let mut last: HashMap<_, u32> = HashMap::with_capacity(rows.num_rows());
     for (i, row) in rows.iter().enumerate() {
@@ -432,7 +485,9 @@ fn split_column(
     batches: &[RecordBatch],
     column: Option<&str>,
 ) -> Result<(Vec<RecordBatch>, Option<Vec<ArrayRef>>)> {
-    let Some(column) = column else { return Ok((batches.to_vec(), None)) };
+    let Some(column) = column else {
+        return Ok((batches.to_vec(), None));
+    };
     let mut rest = Vec::with_capacity(batches.len());
     let mut markers = Vec::with_capacity(batches.len());
     for batch in batches {
@@ -447,7 +502,10 @@ fn split_column(
         if marker.data_type() != &DataType::Boolean {
             return Err(LakeError::InvalidMerge {
                 table: String::new(),
-                reason: format!("the delete column `{column}` is {}, not boolean", marker.data_type()),
+                reason: format!(
+                    "the delete column `{column}` is {}, not boolean",
+                    marker.data_type()
+                ),
             });
         }
         let mut batch = batch.clone();
@@ -463,7 +521,9 @@ fn attach_column(
     column: Option<&str>,
     markers: Option<Vec<ArrayRef>>,
 ) -> Result<Vec<RecordBatch>> {
-    let (Some(column), Some(markers)) = (column, markers) else { return Ok(batches) };
+    let (Some(column), Some(markers)) = (column, markers) else {
+        return Ok(batches);
+    };
     batches
         .into_iter()
         .zip(markers)
@@ -472,7 +532,10 @@ fn attach_column(
             fields.push(Arc::new(Field::new(column, DataType::Boolean, true)));
             let mut columns = batch.columns().to_vec();
             columns.push(marker);
-            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+            Ok(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?)
         })
         .collect()
 }
@@ -480,11 +543,16 @@ fn attach_column(
 /// For a merge into a table that does not exist yet: rows marked deleted are dropped, and so
 /// is the marker column.
 fn drop_deleted(batch: RecordBatch, column: Option<&str>) -> Result<RecordBatch> {
-    let Some(column) = column else { return Ok(batch) };
+    let Some(column) = column else {
+        return Ok(batch);
+    };
     let i = batch.schema().index_of(column)?;
     let marker = batch.column(i).as_boolean().clone();
     // Keep rows whose marker is false or null.
-    let keep = deltalake::arrow::compute::kernels::cmp::distinct(&marker, &BooleanArray::new_scalar(true))?;
+    let keep = deltalake::arrow::compute::kernels::cmp::distinct(
+        &marker,
+        &BooleanArray::new_scalar(true),
+    )?;
     let mut batch = filter_record_batch(&batch, &keep)?;
     batch.remove_column(i);
     Ok(batch)
@@ -495,7 +563,10 @@ enum Attempt {
     /// Another writer committed first: try again from the new version.
     Conflict(String),
     /// The table's schema was changed in a commit of its own first: write again against it.
-    Evolved { added: Vec<String>, widened: Vec<String> },
+    Evolved {
+        added: Vec<String>,
+        widened: Vec<String>,
+    },
     /// The write cannot succeed.
     Failed(LakeError),
 }

@@ -11,7 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tideway_lake::Lake;
 use tideway_lake::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use tideway_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use tideway_lake::deltalake::parquet::arrow::ArrowWriter;
@@ -49,11 +50,22 @@ pub enum BenchCommand {
 
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
-        BenchCommand::LakeAppend { rows, columns, batch_rows, runs, dir } => {
+        BenchCommand::LakeAppend {
+            rows,
+            columns,
+            batch_rows,
+            runs,
+            dir,
+        } => {
             let scratch = Scratch::new(dir)?;
             lake_append(scratch.path(), rows, columns, batch_rows, runs).await
         }
-        BenchCommand::LakeMerge { table_rows, changed, runs, dir } => {
+        BenchCommand::LakeMerge {
+            table_rows,
+            changed,
+            runs,
+            dir,
+        } => {
             let scratch = Scratch::new(dir)?;
             lake_merge(scratch.path(), table_rows, changed, runs).await
         }
@@ -62,13 +74,27 @@ pub async fn run(command: BenchCommand) -> Result<()> {
 
 /// The writer settings both sides use, so the comparison is of the write paths alone.
 pub fn writer_properties() -> WriterProperties {
-    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("a valid level"))).build()
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("a valid level"),
+        ))
+        .build()
 }
 
-async fn lake_append(dir: &Path, rows: usize, columns: usize, batch_rows: usize, runs: usize) -> Result<()> {
+async fn lake_append(
+    dir: &Path,
+    rows: usize,
+    columns: usize,
+    batch_rows: usize,
+    runs: usize,
+) -> Result<()> {
     let batches = event_like_batches(rows, columns, batch_rows);
     let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-    println!("lake-append: {rows} rows x {columns} columns in {} batches ({:.0} MiB in memory), {runs} runs", batches.len(), bytes as f64 / 1048576.0);
+    println!(
+        "lake-append: {rows} rows x {columns} columns in {} batches ({:.0} MiB in memory), {runs} runs",
+        batches.len(),
+        bytes as f64 / 1048576.0
+    );
     let mut parquet = Vec::new();
     let mut delta = Vec::new();
     for run in 0..runs {
@@ -76,49 +102,85 @@ async fn lake_append(dir: &Path, rows: usize, columns: usize, batch_rows: usize,
         let path = dir.join(format!("plain-{run}.parquet"));
         let started = Instant::now();
         let file = std::fs::File::create(&path)?;
-        let mut writer = ArrowWriter::try_new(file, batches[0].schema(), Some(writer_properties()))?;
+        let mut writer =
+            ArrowWriter::try_new(file, batches[0].schema(), Some(writer_properties()))?;
         for b in &batches {
             writer.write(b)?;
         }
         writer.close()?;
         parquet.push(started.elapsed());
 
-        let lake = Lake::open(&dir.join(format!("lake-{run}")).display().to_string(), Default::default()).await?;
+        let lake = Lake::open(
+            &dir.join(format!("lake-{run}")).display().to_string(),
+            Default::default(),
+        )
+        .await?;
         let table = "bench.events".parse()?;
         let started = Instant::now();
-        lake.append(&table, batches.clone()).with_writer_properties(writer_properties()).await?;
+        lake.append(&table, batches.clone())
+            .with_writer_properties(writer_properties())
+            .await?;
         delta.push(started.elapsed());
-        println!("  run {}: parquet {:>8.2?}  delta {:>8.2?}", run + 1, parquet[run], delta[run]);
+        println!(
+            "  run {}: parquet {:>8.2?}  delta {:>8.2?}",
+            run + 1,
+            parquet[run],
+            delta[run]
+        );
     }
     let (p, d) = (median(&mut parquet), median(&mut delta));
     let rate = |t: Duration| rows as f64 / t.as_secs_f64();
-    println!("median: plain parquet {:.0} rows/s, delta append {:.0} rows/s: delta at {:.0}% of plain parquet", rate(p), rate(d), 100.0 * p.as_secs_f64() / d.as_secs_f64());
+    println!(
+        "median: plain parquet {:.0} rows/s, delta append {:.0} rows/s: delta at {:.0}% of plain parquet",
+        rate(p),
+        rate(d),
+        100.0 * p.as_secs_f64() / d.as_secs_f64()
+    );
     Ok(())
 }
 
 async fn lake_merge(dir: &Path, table_rows: usize, changed: usize, runs: usize) -> Result<()> {
-    println!("lake-merge: {changed} changed rows (half updates, half inserts) into {table_rows} rows, {runs} runs");
+    println!(
+        "lake-merge: {changed} changed rows (half updates, half inserts) into {table_rows} rows, {runs} runs"
+    );
     let mut times = Vec::new();
     let lake = Lake::open(&dir.join("lake").display().to_string(), Default::default()).await?;
     let table = "bench.users".parse()?;
     let started = Instant::now();
     for chunk in user_batches(0, table_rows, 0).chunks(16) {
-        lake.append(&table, chunk.to_vec()).with_writer_properties(writer_properties()).await?;
+        lake.append(&table, chunk.to_vec())
+            .with_writer_properties(writer_properties())
+            .await?;
     }
-    println!("  built the {table_rows}-row table in {:.1?}", started.elapsed());
+    println!(
+        "  built the {table_rows}-row table in {:.1?}",
+        started.elapsed()
+    );
     for run in 0..runs {
         let mut rng = StdRng::seed_from_u64(run as u64);
         let updates = changed / 2;
-        let mut ids: Vec<i64> = (0..updates).map(|_| rng.random_range(0..table_rows as i64)).collect();
+        let mut ids: Vec<i64> = (0..updates)
+            .map(|_| rng.random_range(0..table_rows as i64))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        let inserts = (0..(changed - ids.len()) as i64).map(|i| (table_rows + run * changed) as i64 + i);
+        let inserts =
+            (0..(changed - ids.len()) as i64).map(|i| (table_rows + run * changed) as i64 + i);
         ids.extend(inserts);
         let batch = users(&ids, run as i64 + 1);
         let started = Instant::now();
-        let commit = lake.merge(&table, vec![batch], &["id"]).with_writer_properties(writer_properties()).await?;
+        let commit = lake
+            .merge(&table, vec![batch], &["id"])
+            .with_writer_properties(writer_properties())
+            .await?;
         times.push(started.elapsed());
-        println!("  run {}: {:>8.2?} ({} updated, {} inserted)", run + 1, times[run], commit.updated, commit.inserted);
+        println!(
+            "  run {}: {:>8.2?} ({} updated, {} inserted)",
+            run + 1,
+            times[run],
+            commit.updated,
+            commit.inserted
+        );
     }
     println!("median merge: {:.2?}", median(&mut times));
     Ok(())
@@ -137,12 +199,18 @@ pub fn event_like_batches(rows: usize, columns: usize, batch_rows: usize) -> Vec
             0 | 1 => Field::new(format!("text_{i}"), DataType::Utf8, true),
             2 => Field::new(format!("int_{i}"), DataType::Int64, true),
             3 => Field::new(format!("float_{i}"), DataType::Float64, true),
-            _ if i % 10 == 4 => Field::new(format!("ts_{i}"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            _ if i % 10 == 4 => Field::new(
+                format!("ts_{i}"),
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
             _ => Field::new(format!("flag_{i}"), DataType::Boolean, true),
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let vocabulary: Vec<String> = (0..500).map(|i| format!("https://example.com/page/{i}?utm_source=newsletter")).collect();
+    let vocabulary: Vec<String> = (0..500)
+        .map(|i| format!("https://example.com/page/{i}?utm_source=newsletter"))
+        .collect();
     let mut out = Vec::new();
     let mut start = 0;
     while start < rows {
@@ -153,12 +221,29 @@ pub fn event_like_batches(rows: usize, columns: usize, batch_rows: usize) -> Vec
             .enumerate()
             .map(|(i, f)| -> ArrayRef {
                 match f.data_type() {
-                    DataType::Utf8 if i % 10 == 0 => Arc::new(StringArray::from_iter_values((0..n).map(|_| format!("{:016x}", rng.random::<u64>())))),
-                    DataType::Utf8 => Arc::new(StringArray::from_iter_values((0..n).map(|_| vocabulary[rng.random_range(0..vocabulary.len())].as_str()))),
-                    DataType::Int64 => Arc::new(Int64Array::from_iter_values((0..n).map(|_| rng.random_range(0..1_000_000)))),
-                    DataType::Float64 => Arc::new(Float64Array::from_iter_values((0..n).map(|_| rng.random::<f64>() * 1000.0))),
-                    DataType::Boolean => Arc::new(BooleanArray::from_iter((0..n).map(|_| Some(rng.random::<bool>())))),
-                    _ => Arc::new(TimestampMicrosecondArray::from_iter_values((0..n).map(|j| 1_764_000_000_000_000 + (start + j) as i64 * 1000)).with_timezone("UTC")),
+                    DataType::Utf8 if i % 10 == 0 => Arc::new(StringArray::from_iter_values(
+                        (0..n).map(|_| format!("{:016x}", rng.random::<u64>())),
+                    )),
+                    DataType::Utf8 => {
+                        Arc::new(StringArray::from_iter_values((0..n).map(|_| {
+                            vocabulary[rng.random_range(0..vocabulary.len())].as_str()
+                        })))
+                    }
+                    DataType::Int64 => Arc::new(Int64Array::from_iter_values(
+                        (0..n).map(|_| rng.random_range(0..1_000_000)),
+                    )),
+                    DataType::Float64 => Arc::new(Float64Array::from_iter_values(
+                        (0..n).map(|_| rng.random::<f64>() * 1000.0),
+                    )),
+                    DataType::Boolean => Arc::new(BooleanArray::from_iter(
+                        (0..n).map(|_| Some(rng.random::<bool>())),
+                    )),
+                    _ => Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(
+                            (0..n).map(|j| 1_764_000_000_000_000 + (start + j) as i64 * 1000),
+                        )
+                        .with_timezone("UTC"),
+                    ),
                 }
             })
             .collect();
@@ -186,10 +271,20 @@ fn users(ids: &[i64], version: i64) -> RecordBatch {
     let plans = ["free", "starter", "pro", "enterprise"];
     let cols: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids.to_vec())),
-        Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("user{i}@example.com")))),
-        Arc::new(StringArray::from_iter_values(ids.iter().map(|i| plans[((*i as usize) + version as usize) % 4]))),
-        Arc::new(Float64Array::from_iter_values(ids.iter().map(|i| (*i % 1000) as f64 / 10.0 + version as f64))),
-        Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i % 97 + version))),
+        Arc::new(StringArray::from_iter_values(
+            ids.iter().map(|i| format!("user{i}@example.com")),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            ids.iter()
+                .map(|i| plans[((*i as usize) + version as usize) % 4]),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            ids.iter()
+                .map(|i| (*i % 1000) as f64 / 10.0 + version as f64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            ids.iter().map(|i| i % 97 + version),
+        )),
         Arc::new(Int64Array::from(vec![version; ids.len()])),
     ];
     RecordBatch::try_new(schema, cols).expect("columns match the schema")
@@ -211,7 +306,10 @@ impl Scratch {
             None => {
                 let temp = tempfile::tempdir()?;
                 let path = temp.path().to_path_buf();
-                Ok(Scratch { _temp: Some(temp), path })
+                Ok(Scratch {
+                    _temp: Some(temp),
+                    path,
+                })
             }
         }
     }

@@ -56,7 +56,9 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Run SQL against the lake: queries, and CREATE TABLE / INSERT / MERGE / UPDATE / DELETE.
-    #[command(after_help = "Tables are `schema.table`; several statements can be separated by `;`.\n\nExample:\n  tideway sql \"SELECT c.plan, count(*) FROM crm.customers c JOIN events.tracks t ON t.user_id = c.id GROUP BY 1\"")]
+    #[command(
+        after_help = "Tables are `schema.table`; several statements can be separated by `;`.\n\nExample:\n  tideway sql \"SELECT c.plan, count(*) FROM crm.customers c JOIN events.tracks t ON t.user_id = c.id GROUP BY 1\""
+    )]
     Sql {
         /// The SQL.
         query: String,
@@ -103,7 +105,9 @@ pub enum LakeCommand {
     /// Write a checkpoint of the table's log (one table, or every table).
     Checkpoint { table: Option<String> },
     /// Load CSV, Parquet or NDJSON files (or folders of them) into a table, in one commit.
-    #[command(after_help = "Column names are normalized (`First Name` becomes `first_name`); the schema is inferred and evolves.\n\nExample:\n  tideway lake import data/customers.csv --table crm.customers --replace")]
+    #[command(
+        after_help = "Column names are normalized (`First Name` becomes `first_name`); the schema is inferred and evolves.\n\nExample:\n  tideway lake import data/customers.csv --table crm.customers --replace"
+    )]
     Import {
         /// Files or folders.
         #[arg(required = true)]
@@ -153,12 +157,21 @@ async fn lake_command(lake: &tideway_lake::Lake, command: LakeCommand) -> Result
         LakeCommand::Optimize { table, target_size } => {
             for name in targets(table).await? {
                 let r = lake.optimize(&name, target_size).await?;
-                println!("{}: {} file(s) compacted into {}, now version {}", r.table, r.files_removed, r.files_added, r.version);
+                println!(
+                    "{}: {} file(s) compacted into {}, now version {}",
+                    r.table, r.files_removed, r.files_added, r.version
+                );
             }
         }
-        LakeCommand::Vacuum { table, retain_hours, dry_run } => {
+        LakeCommand::Vacuum {
+            table,
+            retain_hours,
+            dry_run,
+        } => {
             for name in targets(table).await? {
-                let r = lake.vacuum(&name, Duration::from_secs(retain_hours * 3600), dry_run).await?;
+                let r = lake
+                    .vacuum(&name, Duration::from_secs(retain_hours * 3600), dry_run)
+                    .await?;
                 let verb = if dry_run { "would delete" } else { "deleted" };
                 println!("{}: {verb} {} file(s)", r.table, r.files_deleted);
             }
@@ -169,11 +182,18 @@ async fn lake_command(lake: &tideway_lake::Lake, command: LakeCommand) -> Result
                 println!("{name}: checkpoint at version {v}");
             }
         }
-        LakeCommand::Import { paths, table, replace } => {
+        LakeCommand::Import {
+            paths,
+            table,
+            replace,
+        } => {
             let name: TableName = table.parse()?;
             let started = Instant::now();
             let spinner = output::spinner(format!("importing into {name}"));
-            let report = lake.import(&paths, &name, replace).await.context("import failed, nothing was written")?;
+            let report = lake
+                .import(&paths, &name, replace)
+                .await
+                .context("import failed, nothing was written")?;
             spinner.finish_and_clear();
             output::print_import(&report, started.elapsed());
         }
@@ -186,11 +206,13 @@ pub fn hint(e: &anyhow::Error) -> Option<String> {
     let lake = e.chain().find_map(|c| c.downcast_ref::<LakeError>())?;
     match lake {
         LakeError::UnknownTable { .. } => Some("`tideway tables` lists every table".into()),
-        LakeError::Location { .. } => Some("the lake location is `[lake] location` in tideway.toml".into()),
-        other if other.retryable() => Some("this may be temporary: retrying can help".into()),
-        other if other.fault() == tideway_core::Fault::Internal => {
-            Some("this looks like a bug in Tideway; please report it with the command you ran".into())
+        LakeError::Location { .. } => {
+            Some("the lake location is `[lake] location` in tideway.toml".into())
         }
+        other if other.retryable() => Some("this may be temporary: retrying can help".into()),
+        other if other.fault() == tideway_core::Fault::Internal => Some(
+            "this looks like a bug in Tideway; please report it with the command you ran".into(),
+        ),
         _ => None,
     }
 }

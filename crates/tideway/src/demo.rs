@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tideway_lake::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use tideway_lake::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use tideway_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use tideway_lake::{Lake, SqlOutput, TableName, Txn};
 
@@ -22,21 +24,48 @@ const MARKER: &str = ".tideway-demo";
 
 const PLANS: &[&str] = &["free", "starter", "pro", "enterprise"];
 const COUNTRIES: &[&str] = &["US", "DE", "FR", "GB", "BR", "IN", "JP", "CA"];
-const EVENTS: &[&str] = &["Page Viewed", "Product Viewed", "Product Added", "Order Completed", "Signed In"];
-const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Ken", "Radia", "Tim", "Margaret"];
-const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Thompson", "Perlman", "Berners-Lee", "Hamilton"];
+const EVENTS: &[&str] = &[
+    "Page Viewed",
+    "Product Viewed",
+    "Product Added",
+    "Order Completed",
+    "Signed In",
+];
+const FIRST: &[&str] = &[
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Ken", "Radia", "Tim", "Margaret",
+];
+const LAST: &[&str] = &[
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Thompson",
+    "Perlman",
+    "Berners-Lee",
+    "Hamilton",
+];
 
 /// Two days of a small company's customer data: day 1, then day 2's changes.
 pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
     let bar = ProgressBar::new(7);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
+    );
 
     bar.set_message("scaffolding the project");
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(MARKER), "a project made by `tideway demo`; safe to delete\n")?;
-    std::fs::write(dir.join("tideway.toml"), crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo"))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "a project made by `tideway demo`; safe to delete\n",
+    )?;
+    std::fs::write(
+        dir.join("tideway.toml"),
+        crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo"),
+    )?;
     let project = Project::open(dir)?;
     let lake = project.lake().await?;
     bar.inc(1);
@@ -47,26 +76,42 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
 
     bar.set_message("day 1: loading customers (merge by id)");
     let day1 = customer_batch(&mut rng, 0..customers, 0);
-    let c1 = lake.merge(&customers_table, vec![day1], &["id"]).with_txn(Txn::new("demo:crm", 1)).await?;
+    let c1 = lake
+        .merge(&customers_table, vec![day1], &["id"])
+        .with_txn(Txn::new("demo:crm", 1))
+        .await?;
     bar.inc(1);
 
     bar.set_message("day 1: loading events (append, exactly once)");
     let events = event_batch(&mut rng, customers, customers * 10, false);
-    let e1 = lake.append(&tracks, vec![events.clone()]).with_txn(Txn::new("demo:events", 1)).await?;
+    let e1 = lake
+        .append(&tracks, vec![events.clone()])
+        .with_txn(Txn::new("demo:events", 1))
+        .await?;
     // A loader that crashed after committing retries the same batch: it lands once.
-    let retry = lake.append(&tracks, vec![events]).with_txn(Txn::new("demo:events", 1)).await?;
+    let retry = lake
+        .append(&tracks, vec![events])
+        .with_txn(Txn::new("demo:events", 1))
+        .await?;
     bar.inc(1);
 
     bar.set_message("day 2: 2% of customers changed, 1% new (merge)");
     let mut changed = customer_batch(&mut rng, 0..customers / 50, 1);
     let new = customer_batch(&mut rng, customers..customers + customers / 100, 1);
-    changed = tideway_lake::arrow::compute::concat_batches(&changed.schema(), &[changed.clone(), new])?;
-    let c2 = lake.merge(&customers_table, vec![changed], &["id"]).with_txn(Txn::new("demo:crm", 2)).await?;
+    changed =
+        tideway_lake::arrow::compute::concat_batches(&changed.schema(), &[changed.clone(), new])?;
+    let c2 = lake
+        .merge(&customers_table, vec![changed], &["id"])
+        .with_txn(Txn::new("demo:crm", 2))
+        .await?;
     bar.inc(1);
 
     bar.set_message("day 2: events with a new field and a type change (schema evolution)");
     let evolved = event_batch(&mut rng, customers, customers * 2, true);
-    let e2 = lake.append(&tracks, vec![evolved]).with_txn(Txn::new("demo:events", 2)).await?;
+    let e2 = lake
+        .append(&tracks, vec![evolved])
+        .with_txn(Txn::new("demo:events", 2))
+        .await?;
     bar.inc(1);
 
     bar.set_message("compacting and checkpointing");
@@ -85,17 +130,43 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     bar.inc(1);
     bar.finish_and_clear();
 
-    println!("Tideway demo: a project with two days of customer data, in {:.1?}\n", started.elapsed());
-    println!("  crm.customers   day 1: {} customers merged by id (version {})", c1.inserted, show(c1.version));
-    println!("                  day 2: {} updated, {} inserted (version {})", c2.updated, c2.inserted, show(c2.version));
-    println!("  events.tracks   day 1: {} events appended (version {})", e1.rows, show(e1.version));
+    println!(
+        "Tideway demo: a project with two days of customer data, in {:.1?}\n",
+        started.elapsed()
+    );
+    println!(
+        "  crm.customers   day 1: {} customers merged by id (version {})",
+        c1.inserted,
+        show(c1.version)
+    );
+    println!(
+        "                  day 2: {} updated, {} inserted (version {})",
+        c2.updated,
+        c2.inserted,
+        show(c2.version)
+    );
+    println!(
+        "  events.tracks   day 1: {} events appended (version {})",
+        e1.rows,
+        show(e1.version)
+    );
     println!(
         "                  the same batch retried: {} (exactly once, by Delta transaction id)",
-        if retry.skipped { "skipped" } else { "WRITTEN TWICE" }
+        if retry.skipped {
+            "skipped"
+        } else {
+            "WRITTEN TWICE"
+        }
     );
-    println!("                  day 2: {} events; new columns {}", e2.rows, e2.added_columns.join(", "));
+    println!(
+        "                  day 2: {} events; new columns {}",
+        e2.rows,
+        e2.added_columns.join(", ")
+    );
     for (column, variant) in &e2.variant_columns {
-        println!("                  `{column}` arrived as text: kept in `{variant}`, nothing dropped");
+        println!(
+            "                  `{column}` arrived as text: kept in `{variant}`, nothing dropped"
+        );
     }
     println!("\nRevenue by plan (events joined with the CRM):");
     if let SqlOutput::Rows(rows) = report {
@@ -113,12 +184,21 @@ fn show(version: Option<u64>) -> String {
 
 fn print_next(dir: &Path, lake: &Lake) {
     let p = dir.display();
-    println!("\nThe lake is at {} (Delta tables: any Delta reader opens them).", lake.root());
+    println!(
+        "\nThe lake is at {} (Delta tables: any Delta reader opens them).",
+        lake.root()
+    );
     println!("Try next:");
     println!("  tideway -p {p} tables");
-    println!("  tideway -p {p} sql \"SELECT event, count(*) FROM events.tracks GROUP BY event ORDER BY 2 DESC\"");
-    println!("  tideway -p {p} sql \"SELECT id, plan, mrr FROM crm.customers ORDER BY mrr DESC LIMIT 5\"");
-    println!("  tideway -p {p} sql --format json \"SELECT * FROM events.tracks WHERE properties__revenue__v_text IS NOT NULL LIMIT 3\"");
+    println!(
+        "  tideway -p {p} sql \"SELECT event, count(*) FROM events.tracks GROUP BY event ORDER BY 2 DESC\""
+    );
+    println!(
+        "  tideway -p {p} sql \"SELECT id, plan, mrr FROM crm.customers ORDER BY mrr DESC LIMIT 5\""
+    );
+    println!(
+        "  tideway -p {p} sql --format json \"SELECT * FROM events.tracks WHERE properties__revenue__v_text IS NOT NULL LIMIT 3\""
+    );
     println!("  tideway -p {p} lake import <your.csv> --table raw.my_table");
 }
 
@@ -128,10 +208,14 @@ fn prepare(dir: &Path) -> Result<()> {
         return Ok(());
     }
     if dir.join(MARKER).exists() {
-        return std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove the earlier demo in `{}`", dir.display()));
+        return std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot remove the earlier demo in `{}`", dir.display()));
     }
     if std::fs::read_dir(dir)?.next().is_some() {
-        bail!("`{}` exists and is not an earlier demo; pass --dir with a new or empty directory", dir.display());
+        bail!(
+            "`{}` exists and is not an earlier demo; pass --dir with a new or empty directory",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -140,19 +224,36 @@ fn customer_batch(rng: &mut StdRng, ids: std::ops::Range<usize>, day: i64) -> Re
     let n = ids.len();
     let base = 1_764_000_000_000_000i64 + day * 86_400_000_000;
     let id: Vec<String> = ids.clone().map(|i| format!("user_{i:06}")).collect();
-    let first: Vec<&str> = (0..n).map(|_| FIRST[rng.random_range(0..FIRST.len())]).collect();
-    let last: Vec<&str> = (0..n).map(|_| LAST[rng.random_range(0..LAST.len())]).collect();
-    let email: Vec<String> = ids.clone().zip(&first).map(|(i, f)| format!("{}.{i}@example.com", f.to_lowercase())).collect();
-    let plan: Vec<&str> = (0..n).map(|_| PLANS[rng.random_range(0..PLANS.len())]).collect();
-    let country: Vec<&str> = (0..n).map(|_| COUNTRIES[rng.random_range(0..COUNTRIES.len())]).collect();
-    let mrr: Vec<f64> = plan.iter().map(|p| match *p {
-        "free" => 0.0,
-        "starter" => 29.0,
-        "pro" => 99.0,
-        _ => 499.0 + f64::from(rng.random_range(0..1000)),
-    }).collect();
+    let first: Vec<&str> = (0..n)
+        .map(|_| FIRST[rng.random_range(0..FIRST.len())])
+        .collect();
+    let last: Vec<&str> = (0..n)
+        .map(|_| LAST[rng.random_range(0..LAST.len())])
+        .collect();
+    let email: Vec<String> = ids
+        .clone()
+        .zip(&first)
+        .map(|(i, f)| format!("{}.{i}@example.com", f.to_lowercase()))
+        .collect();
+    let plan: Vec<&str> = (0..n)
+        .map(|_| PLANS[rng.random_range(0..PLANS.len())])
+        .collect();
+    let country: Vec<&str> = (0..n)
+        .map(|_| COUNTRIES[rng.random_range(0..COUNTRIES.len())])
+        .collect();
+    let mrr: Vec<f64> = plan
+        .iter()
+        .map(|p| match *p {
+            "free" => 0.0,
+            "starter" => 29.0,
+            "pro" => 99.0,
+            _ => 499.0 + f64::from(rng.random_range(0..1000)),
+        })
+        .collect();
     let churn: Vec<i64> = (0..n).map(|_| rng.random_range(0..100)).collect();
-    let created: Vec<i64> = (0..n).map(|_| base - rng.random_range(0..365 * 86_400_000_000i64)).collect();
+    let created: Vec<i64> = (0..n)
+        .map(|_| base - rng.random_range(0..365 * 86_400_000_000i64))
+        .collect();
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let schema = Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
@@ -183,13 +284,23 @@ fn customer_batch(rng: &mut StdRng, ids: std::ops::Range<usize>, day: i64) -> Re
 /// changed its tracking plan would.
 fn event_batch(rng: &mut StdRng, customers: usize, n: usize, evolved: bool) -> RecordBatch {
     let base = 1_764_000_000_000_000i64 + if evolved { 86_400_000_000 } else { 0 };
-    let message_id: Vec<String> = (0..n).map(|_| format!("{:032x}", rng.random::<u128>())).collect();
-    let user: Vec<String> = (0..n).map(|_| format!("user_{:06}", rng.random_range(0..customers))).collect();
-    let event: Vec<&str> = (0..n).map(|_| EVENTS[rng.random_range(0..EVENTS.len())]).collect();
-    let ts: Vec<i64> = (0..n).map(|_| base + rng.random_range(0..86_400_000_000i64)).collect();
+    let message_id: Vec<String> = (0..n)
+        .map(|_| format!("{:032x}", rng.random::<u128>()))
+        .collect();
+    let user: Vec<String> = (0..n)
+        .map(|_| format!("user_{:06}", rng.random_range(0..customers)))
+        .collect();
+    let event: Vec<&str> = (0..n)
+        .map(|_| EVENTS[rng.random_range(0..EVENTS.len())])
+        .collect();
+    let ts: Vec<i64> = (0..n)
+        .map(|_| base + rng.random_range(0..86_400_000_000i64))
+        .collect();
     let revenue: Vec<Option<f64>> = event
         .iter()
-        .map(|e| (*e == "Order Completed").then(|| f64::from(rng.random_range(500..50_000)) / 100.0))
+        .map(|e| {
+            (*e == "Order Completed").then(|| f64::from(rng.random_range(500..50_000)) / 100.0)
+        })
         .collect();
     let tsty = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let mut fields = vec![
@@ -207,11 +318,16 @@ fn event_batch(rng: &mut StdRng, customers: usize, n: usize, evolved: bool) -> R
     if evolved {
         fields.push(Field::new("properties__revenue", DataType::Utf8, true));
         columns.push(Arc::new(StringArray::from(
-            revenue.iter().map(|r| r.map(|v| format!("{v:.2}"))).collect::<Vec<_>>(),
+            revenue
+                .iter()
+                .map(|r| r.map(|v| format!("{v:.2}")))
+                .collect::<Vec<_>>(),
         )));
         fields.push(Field::new("context__campaign__name", DataType::Utf8, true));
         columns.push(Arc::new(StringArray::from(
-            (0..n).map(|i| ["spring_sale", "newsletter", "retargeting"][i % 3]).collect::<Vec<_>>(),
+            (0..n)
+                .map(|i| ["spring_sale", "newsletter", "retargeting"][i % 3])
+                .collect::<Vec<_>>(),
         )));
     } else {
         fields.push(Field::new("properties__revenue", DataType::Float64, true));

@@ -46,7 +46,9 @@ pub fn print_rows(rows: &QueryResult, format: Format) -> Result<()> {
             writeln!(out, "{n} row{}", if n == 1 { "" } else { "s" })?;
         }
         Format::Csv => {
-            let mut writer = tideway_lake::arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut writer = tideway_lake::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             if rows.batches.is_empty() {
                 writer.write(&RecordBatch::new_empty(rows.schema.clone()))?;
             }
@@ -76,7 +78,10 @@ pub fn print_commit(commit: &Commit, format: Format) -> Result<()> {
         parts.push("skipped (this transaction already committed)".into());
     }
     if commit.inserted + commit.updated + commit.deleted > 0 {
-        parts.push(format!("{} inserted, {} updated, {} deleted", commit.inserted, commit.updated, commit.deleted));
+        parts.push(format!(
+            "{} inserted, {} updated, {} deleted",
+            commit.inserted, commit.updated, commit.deleted
+        ));
     } else if commit.rows > 0 {
         parts.push(format!("{} row(s) written", commit.rows));
     }
@@ -87,7 +92,9 @@ pub fn print_commit(commit: &Commit, format: Format) -> Result<()> {
         parts.push(format!("widened {}", commit.widened_columns.join(", ")));
     }
     for (column, variant) in &commit.variant_columns {
-        parts.push(format!("values of `{column}` with another type went to `{variant}`"));
+        parts.push(format!(
+            "values of `{column}` with another type went to `{variant}`"
+        ));
     }
     println!("{}", parts.join("; "));
     Ok(())
@@ -108,7 +115,9 @@ pub fn print_tables(tables: &[TableInfo], format: Format) -> Result<()> {
                     t.name,
                     t.rows,
                     t.version,
-                    t.last_commit.map(|c| c.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default(),
+                    t.last_commit
+                        .map(|c| c.to_rfc3339_opts(SecondsFormat::Millis, true))
+                        .unwrap_or_default(),
                     t.size_bytes,
                     t.files,
                     t.columns
@@ -118,20 +127,34 @@ pub fn print_tables(tables: &[TableInfo], format: Format) -> Result<()> {
         Format::Table => {
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED);
-            table.set_header(["table", "rows", "version", "last commit", "size", "files", "columns"]);
+            table.set_header([
+                "table",
+                "rows",
+                "version",
+                "last commit",
+                "size",
+                "files",
+                "columns",
+            ]);
             for t in tables {
                 table.add_row([
                     t.name.clone(),
                     t.rows.to_string(),
                     t.version.to_string(),
-                    t.last_commit.map(|c| c.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default(),
+                    t.last_commit
+                        .map(|c| c.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default(),
                     human_bytes(t.size_bytes),
                     t.files.to_string(),
                     t.columns.to_string(),
                 ]);
             }
             println!("{table}");
-            println!("{} table{}", tables.len(), if tables.len() == 1 { "" } else { "s" });
+            println!(
+                "{} table{}",
+                tables.len(),
+                if tables.len() == 1 { "" } else { "s" }
+            );
         }
     }
     Ok(())
@@ -160,7 +183,9 @@ pub fn print_import(report: &ImportReport, took: Duration) {
 
 pub fn spinner(message: String) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template"),
+    );
     bar.set_message(message);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
@@ -174,5 +199,9 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

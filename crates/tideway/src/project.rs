@@ -50,9 +50,15 @@ impl Project {
     /// The project at `dir`, its `tideway.toml` parsed and checked.
     pub fn open(dir: &Path) -> Result<Project> {
         let file = dir.join(PROJECT_FILE);
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read `{}`", file.display()))?;
-        let config = ProjectConfig::parse(&text, &file.display().to_string(), &|v| std::env::var(v).ok())?;
-        Ok(Project { dir: dir.to_path_buf(), config })
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read `{}`", file.display()))?;
+        let config = ProjectConfig::parse(&text, &file.display().to_string(), &|v| {
+            std::env::var(v).ok()
+        })?;
+        Ok(Project {
+            dir: dir.to_path_buf(),
+            config,
+        })
     }
 
     /// The lake location, with a relative path resolved against the project directory.
@@ -67,8 +73,13 @@ impl Project {
 
     /// Opens the project's lake.
     pub async fn lake(&self) -> Result<Lake> {
-        let storage: HashMap<String, String> =
-            self.config.lake.storage.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
+        let storage: HashMap<String, String> = self
+            .config
+            .lake
+            .storage
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect();
         Ok(Lake::open(&self.lake_location(), storage).await?)
     }
 }

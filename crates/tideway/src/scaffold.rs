@@ -74,7 +74,10 @@ export function transformEvent(event, metadata) {
 pub fn init(dir: &Path) -> Result<()> {
     let file = dir.join(PROJECT_FILE);
     if file.exists() {
-        bail!("`{}` already exists; this directory is a project already", file.display());
+        bail!(
+            "`{}` already exists; this directory is a project already",
+            file.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let name = std::fs::canonicalize(dir)
@@ -92,7 +95,8 @@ pub fn init(dir: &Path) -> Result<()> {
 
 fn write(path: &Path, contents: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create `{}`", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create `{}`", parent.display()))?;
     }
     std::fs::write(path, contents).with_context(|| format!("cannot write `{}`", path.display()))
 }
@@ -104,7 +108,8 @@ mod tests {
     #[test]
     fn the_scaffolded_project_file_parses() {
         let text = PROJECT_TOML.replace("{name}", "x");
-        let config = tideway_core::config::ProjectConfig::parse(&text, "tideway.toml", &|_| None).unwrap();
+        let config =
+            tideway_core::config::ProjectConfig::parse(&text, "tideway.toml", &|_| None).unwrap();
         assert_eq!(config.name.as_deref(), Some("x"));
     }
 }

@@ -15,18 +15,30 @@ fn tideway(project: &Path, args: &[&str]) -> Output {
 
 fn ok(output: &Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "failed:\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     stdout
 }
 
 fn err(output: &Output) -> String {
-    assert!(!output.status.success(), "unexpectedly succeeded: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tideway")).arg("init").arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("init")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     ok(&out);
     dir
 }
@@ -34,13 +46,23 @@ fn project() -> tempfile::TempDir {
 #[test]
 fn init_scaffolds_a_project_that_works() {
     let dir = project();
-    for path in ["tideway.toml", "sources", "models", "syncs", "transformations"] {
+    for path in [
+        "tideway.toml",
+        "sources",
+        "models",
+        "syncs",
+        "transformations",
+    ] {
         assert!(dir.path().join(path).exists(), "{path} missing");
     }
     let out = ok(&tideway(dir.path(), &["tables"]));
     assert!(out.contains("0 tables"), "{out}");
     // A second init refuses to overwrite.
-    let again = Command::new(env!("CARGO_BIN_EXE_tideway")).arg("init").arg(dir.path()).output().unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("init")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(err(&again).contains("already exists"));
 }
 
@@ -53,52 +75,102 @@ fn a_malformed_project_file_reports_every_error_with_its_line() {
     )
     .unwrap();
     let stderr = err(&tideway(dir.path(), &["tables"]));
-    assert!(stderr.contains("3 problems in the configuration"), "{stderr}");
-    assert!(stderr.contains("tideway.toml:2:1: unknown field `nmae`, expected `name`"), "{stderr}");
-    assert!(stderr.contains("tideway.toml:5:12: invalid type: integer `5`, expected a string"), "{stderr}");
-    assert!(stderr.contains("tideway.toml:7:2: unknown field `colect`, expected `project` or `lake`"), "{stderr}");
+    assert!(
+        stderr.contains("3 problems in the configuration"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tideway.toml:2:1: unknown field `nmae`, expected `name`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tideway.toml:5:12: invalid type: integer `5`, expected a string"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tideway.toml:7:2: unknown field `colect`, expected `project` or `lake`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn an_unknown_table_is_named_with_the_known_ones() {
     let dir = project();
-    ok(&tideway(dir.path(), &["sql", "CREATE TABLE crm.customers AS SELECT 1 AS id"]));
+    ok(&tideway(
+        dir.path(),
+        &["sql", "CREATE TABLE crm.customers AS SELECT 1 AS id"],
+    ));
     let stderr = err(&tideway(dir.path(), &["sql", "SELECT * FROM crm.customer"]));
     assert!(
         stderr.contains("table `crm.customer` does not exist (did you mean `crm.customers`?); known tables: crm.customers"),
         "{stderr}"
     );
-    assert!(stderr.contains("hint: `tideway tables` lists every table"), "{stderr}");
+    assert!(
+        stderr.contains("hint: `tideway tables` lists every table"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn an_unwritable_lake_path_says_so() {
     let dir = project();
-    std::fs::write(dir.path().join("blocker"), "a file where the lake should be").unwrap();
-    std::fs::write(dir.path().join("tideway.toml"), "[lake]\nlocation = \"blocker/lake\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("blocker"),
+        "a file where the lake should be",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        "[lake]\nlocation = \"blocker/lake\"\n",
+    )
+    .unwrap();
     let stderr = err(&tideway(dir.path(), &["tables"]));
     assert!(stderr.contains("cannot use the lake at"), "{stderr}");
     assert!(stderr.contains("blocker/lake"), "{stderr}");
-    assert!(stderr.contains("set [lake] location in tideway.toml"), "{stderr}");
+    assert!(
+        stderr.contains("set [lake] location in tideway.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn sql_output_formats() {
     let dir = project();
-    ok(&tideway(dir.path(), &["sql", "CREATE TABLE s.t AS SELECT * FROM (VALUES (1, 'a'), (2, NULL)) AS v(id, name)"]));
-    let csv = ok(&tideway(dir.path(), &["sql", "--format", "csv", "SELECT * FROM s.t ORDER BY id"]));
+    ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "CREATE TABLE s.t AS SELECT * FROM (VALUES (1, 'a'), (2, NULL)) AS v(id, name)",
+        ],
+    ));
+    let csv = ok(&tideway(
+        dir.path(),
+        &["sql", "--format", "csv", "SELECT * FROM s.t ORDER BY id"],
+    ));
     assert_eq!(csv, "id,name\n1,a\n2,\n");
-    let json = ok(&tideway(dir.path(), &["sql", "--format", "json", "SELECT * FROM s.t ORDER BY id"]));
+    let json = ok(&tideway(
+        dir.path(),
+        &["sql", "--format", "json", "SELECT * FROM s.t ORDER BY id"],
+    ));
     assert_eq!(json, "{\"id\":1,\"name\":\"a\"}\n{\"id\":2}\n");
-    let table = ok(&tideway(dir.path(), &["sql", "SELECT * FROM s.t ORDER BY id"]));
-    assert!(table.contains("NULL") && table.contains("2 rows"), "{table}");
+    let table = ok(&tideway(
+        dir.path(),
+        &["sql", "SELECT * FROM s.t ORDER BY id"],
+    ));
+    assert!(
+        table.contains("NULL") && table.contains("2 rows"),
+        "{table}"
+    );
 }
 
 /// Two processes append to one table at the same time; every row of both is there.
 #[test]
 fn two_processes_appending_concurrently_lose_no_rows() {
     let dir = project();
-    ok(&tideway(dir.path(), &["sql", "CREATE TABLE events.log (writer VARCHAR, n BIGINT)"]));
+    ok(&tideway(
+        dir.path(),
+        &["sql", "CREATE TABLE events.log (writer VARCHAR, n BIGINT)"],
+    ));
     let script = |writer: &str| {
         let mut s = String::new();
         for n in 0..8 {
@@ -120,10 +192,21 @@ fn two_processes_appending_concurrently_lose_no_rows() {
     let (mut a, mut b) = (spawn("a"), spawn("b"));
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
-    let csv = ok(&tideway(dir.path(), &["sql", "--format", "csv", "SELECT writer, count(DISTINCT n) AS n FROM events.log GROUP BY writer ORDER BY writer"]));
+    let csv = ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT writer, count(DISTINCT n) AS n FROM events.log GROUP BY writer ORDER BY writer",
+        ],
+    ));
     assert_eq!(csv, "writer,n\na,8\nb,8\n");
     let tables = ok(&tideway(dir.path(), &["tables", "--format", "csv"]));
-    assert!(tables.contains("events.log,16,16,"), "17 commits: version 16 with 16 rows\n{tables}");
+    assert!(
+        tables.contains("events.log,16,16,"),
+        "17 commits: version 16 with 16 rows\n{tables}"
+    );
 }
 
 #[test]
@@ -131,19 +214,62 @@ fn import_then_maintenance() {
     let dir = project();
     let csv = dir.path().join("seeds/plans.csv");
     std::fs::write(&csv, "Plan Name,Monthly Price\nfree,0\npro,99\n").unwrap();
-    let out = ok(&tideway(dir.path(), &["lake", "import", csv.to_str().unwrap(), "--table", "ref.plans"]));
-    assert!(out.contains("imported 2 row(s) from 1 file(s) into ref.plans (version 0)"), "{out}");
-    assert!(out.contains("column `Plan Name` is named `plan_name` in the lake"), "{out}");
-    ok(&tideway(dir.path(), &["lake", "import", csv.to_str().unwrap(), "--table", "ref.plans"]));
+    let out = ok(&tideway(
+        dir.path(),
+        &[
+            "lake",
+            "import",
+            csv.to_str().unwrap(),
+            "--table",
+            "ref.plans",
+        ],
+    ));
+    assert!(
+        out.contains("imported 2 row(s) from 1 file(s) into ref.plans (version 0)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("column `Plan Name` is named `plan_name` in the lake"),
+        "{out}"
+    );
+    ok(&tideway(
+        dir.path(),
+        &[
+            "lake",
+            "import",
+            csv.to_str().unwrap(),
+            "--table",
+            "ref.plans",
+        ],
+    ));
     let out = ok(&tideway(dir.path(), &["lake", "optimize", "ref.plans"]));
-    assert!(out.contains("ref.plans: 2 file(s) compacted into 1"), "{out}");
-    let out = ok(&tideway(dir.path(), &["lake", "vacuum", "--retain-hours", "0", "--dry-run"]));
+    assert!(
+        out.contains("ref.plans: 2 file(s) compacted into 1"),
+        "{out}"
+    );
+    let out = ok(&tideway(
+        dir.path(),
+        &["lake", "vacuum", "--retain-hours", "0", "--dry-run"],
+    ));
     assert!(out.contains("ref.plans: would delete 2 file(s)"), "{out}");
     let out = ok(&tideway(dir.path(), &["lake", "checkpoint"]));
     assert!(out.contains("ref.plans: checkpoint at version 2"), "{out}");
-    let out = ok(&tideway(dir.path(), &["lake", "import", csv.to_str().unwrap(), "--table", "ref.plans", "--replace"]));
+    let out = ok(&tideway(
+        dir.path(),
+        &[
+            "lake",
+            "import",
+            csv.to_str().unwrap(),
+            "--table",
+            "ref.plans",
+            "--replace",
+        ],
+    ));
     assert!(out.contains("version 3"), "{out}");
-    let csv_out = ok(&tideway(dir.path(), &["sql", "-f", "csv", "SELECT count(*) AS n FROM ref.plans"]));
+    let csv_out = ok(&tideway(
+        dir.path(),
+        &["sql", "-f", "csv", "SELECT count(*) AS n FROM ref.plans"],
+    ));
     assert_eq!(csv_out, "n\n2\n");
 }
 
@@ -157,14 +283,40 @@ fn the_demo_runs_and_leaves_a_working_project() {
         .output()
         .unwrap();
     let stdout = ok(&out);
-    assert!(stdout.contains("the same batch retried: skipped"), "{stdout}");
-    assert!(stdout.contains("kept in `properties__revenue__v_text`"), "{stdout}");
-    let csv = ok(&tideway(&dir, &["sql", "-f", "csv", "SELECT count(*) AS n FROM crm.customers"]));
+    assert!(
+        stdout.contains("the same batch retried: skipped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("kept in `properties__revenue__v_text`"),
+        "{stdout}"
+    );
+    let csv = ok(&tideway(
+        &dir,
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n FROM crm.customers",
+        ],
+    ));
     assert_eq!(csv, "n\n303\n");
-    let csv = ok(&tideway(&dir, &["sql", "-f", "csv", "SELECT count(*) AS n FROM events.tracks"]));
+    let csv = ok(&tideway(
+        &dir,
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n FROM events.tracks",
+        ],
+    ));
     assert_eq!(csv, "n\n3600\n");
     // Running it again replaces the earlier demo.
-    let again = Command::new(env!("CARGO_BIN_EXE_tideway")).args(["demo", "--customers", "50", "--dir"]).arg(&dir).output().unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo", "--customers", "50", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     ok(&again);
 }
 
@@ -174,10 +326,19 @@ fn the_demo_runs_and_leaves_a_working_project() {
 fn an_independent_delta_reader_reads_the_lake() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("demo");
-    ok(&Command::new(env!("CARGO_BIN_EXE_tideway")).args(["demo", "--customers", "200", "--dir"]).arg(&dir).output().unwrap());
+    ok(&Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo", "--customers", "200", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap());
     let expected = ok(&tideway(
         &dir,
-        &["sql", "-f", "csv", "SELECT count(*) AS n, round(sum(mrr), 2) AS mrr, count(DISTINCT plan) AS plans FROM crm.customers"],
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n, round(sum(mrr), 2) AS mrr, count(DISTINCT plan) AS plans FROM crm.customers",
+        ],
     ));
     let expected = expected.lines().nth(1).unwrap().to_string();
     let lake = dir.join(".tideway/lake");
@@ -193,7 +354,12 @@ assert "context__campaign__name" in tracks.column_names
 print(tracks.num_rows, t.version())
 "#;
     let python = std::env::var("TIDEWAY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python).arg("-c").arg(script).arg(&lake).output().unwrap();
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&lake)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "the deltalake Python package could not read the lake (is it installed? `.ci/run` installs it and sets TIDEWAY_PYTHON):\n{}",
@@ -203,7 +369,19 @@ print(tracks.num_rows, t.version())
     let mut lines = stdout.lines();
     let got = lines.next().unwrap();
     // Python prints floats like 12345.0 where DataFusion prints 12345; compare as numbers.
-    let norm = |s: &str| s.split(',').map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>();
-    assert_eq!(norm(got), norm(&expected), "python: {got}, tideway: {expected}");
-    assert_eq!(lines.next().unwrap(), "2400 2", "tracks rows and version (2 appends, a skipped retry, optimize)");
+    let norm = |s: &str| {
+        s.split(',')
+            .map(|v| v.parse::<f64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        norm(got),
+        norm(&expected),
+        "python: {got}, tideway: {expected}"
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        "2400 2",
+        "tracks rows and version (2 appends, a skipped retry, optimize)"
+    );
 }

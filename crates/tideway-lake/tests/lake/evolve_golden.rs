@@ -37,7 +37,10 @@ fn declared(name: &str) -> DataType {
 }
 
 fn batch(types: &[(String, DataType)], lines: &[String]) -> RecordBatch {
-    let values: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let values: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let inferred = infer_json_schema_from_iterator(values.iter().map(Ok)).unwrap();
     let fields: Vec<Field> = inferred
         .fields()
@@ -49,13 +52,20 @@ fn batch(types: &[(String, DataType)], lines: &[String]) -> RecordBatch {
         .collect();
     let schema = Arc::new(Schema::new(fields));
     let text = lines.join("\n");
-    let mut reader = ReaderBuilder::new(schema.clone()).build(Cursor::new(text.into_bytes())).unwrap();
-    reader.next().unwrap_or_else(|| Ok(RecordBatch::new_empty(schema))).unwrap()
+    let mut reader = ReaderBuilder::new(schema.clone())
+        .build(Cursor::new(text.into_bytes()))
+        .unwrap();
+    reader
+        .next()
+        .unwrap_or_else(|| Ok(RecordBatch::new_empty(schema)))
+        .unwrap()
 }
 
 async fn run_case(case: &Path) -> String {
     let scratch = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&scratch.path().display().to_string(), Default::default()).await.unwrap();
+    let lake = Lake::open(&scratch.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
     let table: TableName = "golden.t".parse().unwrap();
     let text = std::fs::read_to_string(case).unwrap();
     let mut out = String::new();
@@ -66,7 +76,11 @@ async fn run_case(case: &Path) -> String {
             continue;
         }
         if line.starts_with('{') {
-            steps.last_mut().expect("rows before any step").1.push(line.to_string());
+            steps
+                .last_mut()
+                .expect("rows before any step")
+                .1
+                .push(line.to_string());
         } else {
             steps.push((line.to_string(), Vec::new()));
         }
@@ -78,10 +92,12 @@ async fn run_case(case: &Path) -> String {
         let args: Vec<&str> = words.collect();
         let (types, keys): (Vec<(String, DataType)>, Vec<&str>) = match verb {
             "append" => (
-                args.iter().map(|a| {
-                    let (n, t) = a.split_once(':').expect("name:type");
-                    (n.to_string(), declared(t))
-                }).collect(),
+                args.iter()
+                    .map(|a| {
+                        let (n, t) = a.split_once(':').expect("name:type");
+                        (n.to_string(), declared(t))
+                    })
+                    .collect(),
                 Vec::new(),
             ),
             "merge" => (Vec::new(), args.clone()),
@@ -118,8 +134,16 @@ async fn run_case(case: &Path) -> String {
     for f in schema.fields() {
         writeln!(out, "  {}: {}", f.name(), f.data_type()).unwrap();
     }
-    let first = if schema.field_with_name("id").is_ok() { "id".to_string() } else { schema.field(0).name().clone() };
-    let SqlOutput::Rows(rows) = lake.sql(&format!("SELECT * FROM golden.t ORDER BY \"{first}\"")).await.unwrap() else {
+    let first = if schema.field_with_name("id").is_ok() {
+        "id".to_string()
+    } else {
+        schema.field(0).name().clone()
+    };
+    let SqlOutput::Rows(rows) = lake
+        .sql(&format!("SELECT * FROM golden.t ORDER BY \"{first}\""))
+        .await
+        .unwrap()
+    else {
         panic!("a query returns rows")
     };
     writeln!(out, "rows:").unwrap();
@@ -157,8 +181,15 @@ async fn schema_evolution_golden() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != actual {
-            failures.push(format!("{}:\n--- expected\n{expected}--- actual\n{actual}", case.display()));
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- actual\n{actual}",
+                case.display()
+            ));
         }
     }
-    assert!(failures.is_empty(), "golden mismatch (TIDEWAY_BLESS=1 regenerates):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatch (TIDEWAY_BLESS=1 regenerates):\n{}",
+        failures.join("\n")
+    );
 }

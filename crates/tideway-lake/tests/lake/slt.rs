@@ -25,10 +25,14 @@ impl AsyncDB for LakeDb {
                     .fields()
                     .iter()
                     .map(|f| match f.data_type() {
-                        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt64 => {
-                            DefaultColumnType::Integer
+                        DataType::Int8
+                        | DataType::Int16
+                        | DataType::Int32
+                        | DataType::Int64
+                        | DataType::UInt64 => DefaultColumnType::Integer,
+                        DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+                            DefaultColumnType::FloatingPoint
                         }
-                        DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => DefaultColumnType::FloatingPoint,
                         _ => DefaultColumnType::Text,
                     })
                     .collect();
@@ -38,7 +42,9 @@ impl AsyncDB for LakeDb {
                     let formatters: Vec<_> = batch
                         .columns()
                         .iter()
-                        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable"))
+                        .map(|c| {
+                            ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable")
+                        })
                         .collect();
                     for row in 0..batch.num_rows() {
                         rows.push(
@@ -46,7 +52,11 @@ impl AsyncDB for LakeDb {
                                 .iter()
                                 .map(|f| {
                                     let v = f.value(row).to_string();
-                                    if v.is_empty() { "(empty)".to_string() } else { v }
+                                    if v.is_empty() {
+                                        "(empty)".to_string()
+                                    } else {
+                                        v
+                                    }
                                 })
                                 .collect(),
                         );
@@ -54,7 +64,9 @@ impl AsyncDB for LakeDb {
                 }
                 Ok(DBOutput::Rows { types, rows })
             }
-            SqlOutput::Commit(c) => Ok(DBOutput::StatementComplete(c.rows.max(c.inserted + c.updated + c.deleted))),
+            SqlOutput::Commit(c) => Ok(DBOutput::StatementComplete(
+                c.rows.max(c.inserted + c.updated + c.deleted),
+            )),
             SqlOutput::Done(_) => Ok(DBOutput::StatementComplete(0)),
         }
     }
@@ -86,7 +98,11 @@ async fn sql_behaviour() {
         let location = scratch.path().join("lake").display().to_string();
         let mut runner = Runner::new(move || {
             let location = location.clone();
-            async move { Ok(LakeDb { lake: Lake::open(&location, Default::default()).await? }) }
+            async move {
+                Ok(LakeDb {
+                    lake: Lake::open(&location, Default::default()).await?,
+                })
+            }
         });
         if crate::bless() {
             runner

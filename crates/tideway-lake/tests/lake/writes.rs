@@ -22,7 +22,9 @@ async fn concurrent_appends_lose_no_rows() {
             let lake = Lake::open(&location, Default::default()).await.unwrap();
             for i in 0..5i64 {
                 let start = (writer * 5 + i) * 10;
-                lake.append(&t, vec![rows(start..start + 10)]).await.unwrap();
+                lake.append(&t, vec![rows(start..start + 10)])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -31,24 +33,47 @@ async fn concurrent_appends_lose_no_rows() {
     }
     let lake = Lake::open(&location, Default::default()).await.unwrap();
     assert_eq!(count(&lake, "events.tracks").await, 200);
-    assert_eq!(count(&lake, "(SELECT DISTINCT id FROM events.tracks)").await, 200);
+    assert_eq!(
+        count(&lake, "(SELECT DISTINCT id FROM events.tracks)").await,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_with_a_delete_column() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().display().to_string(), Default::default()).await.unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
     let t: TableName = "crm.customers".parse().unwrap();
     lake.merge(&t, vec![rows(0..10)], &["id"]).await.unwrap();
 
-    let schema = Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("_deleted", DataType::Boolean, true)]);
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("_deleted", DataType::Boolean, true),
+    ]);
     let batch = RecordBatch::try_new(
         Arc::new(schema),
-        vec![Arc::new(Int64Array::from(vec![1, 2, 42, 43])), Arc::new(BooleanArray::from(vec![Some(true), Some(true), Some(true), None]))],
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 42, 43])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                Some(true),
+                Some(true),
+                None,
+            ])),
+        ],
     )
     .unwrap();
     let c = lake
-        .write(&t, vec![batch], WriteMode::Merge { keys: vec!["id".into()], delete_column: Some("_deleted".into()) })
+        .write(
+            &t,
+            vec![batch],
+            WriteMode::Merge {
+                keys: vec!["id".into()],
+                delete_column: Some("_deleted".into()),
+            },
+        )
         .await
         .unwrap();
     assert_eq!((c.deleted, c.inserted), (2, 1), "{c:?}");
@@ -61,25 +86,44 @@ async fn merge_with_a_delete_column() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_refuses_null_and_missing_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().display().to_string(), Default::default()).await.unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
     let t: TableName = "crm.customers".parse().unwrap();
-    let err = lake.merge(&t, vec![rows(0..3)], &["customer_id"]).await.unwrap_err();
-    assert!(err.to_string().contains("key column `customer_id` is not in the data; columns are: id, v"), "{err}");
+    let err = lake
+        .merge(&t, vec![rows(0..3)], &["customer_id"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("key column `customer_id` is not in the data; columns are: id, v"),
+        "{err}"
+    );
 
     let schema = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
-    let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(Int64Array::from(vec![Some(1), None]))]).unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
+    )
+    .unwrap();
     let err = lake.merge(&t, vec![batch], &["id"]).await.unwrap_err();
-    assert!(err.to_string().contains("1 row(s) have a null `id`"), "{err}");
+    assert!(
+        err.to_string().contains("1 row(s) have a null `id`"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwrite_replaces_rows_and_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().display().to_string(), Default::default()).await.unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
     let t: TableName = "ref.codes".parse().unwrap();
     lake.append(&t, vec![rows(0..10)]).await.unwrap();
     let schema = Schema::new(vec![Field::new("code", DataType::Int64, false)]);
-    let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(Int64Array::from(vec![7]))]).unwrap();
+    let batch =
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(Int64Array::from(vec![7]))]).unwrap();
     lake.overwrite(&t, vec![batch]).await.unwrap();
     assert_eq!(count(&lake, "ref.codes").await, 1);
     let schema = lake.schema(&t).await.unwrap();
@@ -89,14 +133,19 @@ async fn overwrite_replaces_rows_and_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_report_rows_versions_and_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().display().to_string(), Default::default()).await.unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
     let t: TableName = "events.tracks".parse().unwrap();
     lake.append(&t, vec![rows(0..10)]).await.unwrap();
     lake.append(&t, vec![rows(10..25)]).await.unwrap();
     let infos = lake.infos().await.unwrap();
     assert_eq!(infos.len(), 1);
     let info = &infos[0];
-    assert_eq!((info.name.as_str(), info.rows, info.version, info.files), ("events.tracks", 25, 1, 2));
+    assert_eq!(
+        (info.name.as_str(), info.rows, info.version, info.files),
+        ("events.tracks", 25, 1, 2)
+    );
     assert!(info.size_bytes > 0 && info.last_commit.is_some());
 
     // Compaction folds the two files into one, keeping every row; vacuum then removes the old ones.
@@ -104,7 +153,10 @@ async fn tables_report_rows_versions_and_sizes() {
     assert_eq!((report.files_removed, report.files_added), (2, 1));
     let info = lake.info(&t).await.unwrap();
     assert_eq!((info.rows, info.files), (25, 1));
-    let vacuum = lake.vacuum(&t, std::time::Duration::ZERO, false).await.unwrap();
+    let vacuum = lake
+        .vacuum(&t, std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
     assert_eq!(vacuum.files_deleted, 2);
     assert_eq!(count(&lake, "events.tracks").await, 25);
 }
@@ -114,34 +166,74 @@ async fn an_unusable_lake_location_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    let err = Lake::open(&file.join("lake").display().to_string(), Default::default()).await.unwrap_err();
+    let err = Lake::open(&file.join("lake").display().to_string(), Default::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LakeError::Location { .. }), "{err}");
     assert!(err.to_string().contains("cannot use the lake at"), "{err}");
-    assert!(err.to_string().contains("cannot create the directory"), "{err}");
-    let err = Lake::open(&file.display().to_string(), Default::default()).await.unwrap_err();
-    assert!(err.to_string().contains("exists and is not a directory"), "{err}");
+    assert!(
+        err.to_string().contains("cannot create the directory"),
+        "{err}"
+    );
+    let err = Lake::open(&file.display().to_string(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exists and is not a directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_normalizes_names_and_appends_in_one_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().join("lake").display().to_string(), Default::default()).await.unwrap();
+    let lake = Lake::open(
+        &dir.path().join("lake").display().to_string(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let csv = dir.path().join("customers.csv");
-    std::fs::write(&csv, "Customer ID,First Name,signupDate\n1,Ada,2024-01-02\n2,Grace,2024-02-03\n").unwrap();
+    std::fs::write(
+        &csv,
+        "Customer ID,First Name,signupDate\n1,Ada,2024-01-02\n2,Grace,2024-02-03\n",
+    )
+    .unwrap();
     let json = dir.path().join("more.ndjson");
-    std::fs::write(&json, "{\"Customer ID\": 3, \"First Name\": \"Alan\", \"vip\": true}\n").unwrap();
+    std::fs::write(
+        &json,
+        "{\"Customer ID\": 3, \"First Name\": \"Alan\", \"vip\": true}\n",
+    )
+    .unwrap();
     let t: TableName = "raw.customers".parse().unwrap();
     let report = lake.import(&[csv, json], &t, false).await.unwrap();
     assert_eq!(report.commit.rows, 3);
     assert_eq!(report.commit.version, Some(0));
-    assert!(report.renamed.contains(&("Customer ID".into(), "customer_id".into())), "{:?}", report.renamed);
-    assert!(report.renamed.contains(&("signupDate".into(), "signup_date".into())));
+    assert!(
+        report
+            .renamed
+            .contains(&("Customer ID".into(), "customer_id".into())),
+        "{:?}",
+        report.renamed
+    );
+    assert!(
+        report
+            .renamed
+            .contains(&("signupDate".into(), "signup_date".into()))
+    );
     let schema = lake.schema(&t).await.unwrap();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["customer_id", "first_name", "signup_date", "vip"]);
 
     let bad = dir.path().join("notes.txt");
     std::fs::write(&bad, "x").unwrap();
-    let err = lake.import(&[bad], &t, false).await.unwrap_err().to_string();
-    assert!(err.contains("unknown file type; known extensions: csv, parquet, ndjson, jsonl, json"), "{err}");
+    let err = lake
+        .import(&[bad], &t, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown file type; known extensions: csv, parquet, ndjson, jsonl, json"),
+        "{err}"
+    );
 }
