@@ -30,7 +30,7 @@ use toml::Spanned;
 pub const DEFAULT_LAKE_LOCATION: &str = ".tideway/lake";
 
 /// URL schemes a lake location may use; a location without a scheme is a local path.
-pub const LAKE_SCHEMES: &[&str] = &["file", "s3", "s3a", "gs", "az", "abfs", "abfss", "memory"];
+pub const LAKE_SCHEMES: &[&str] = &["file", "s3", "s3a", "gs", "az", "abfs", "abfss"];
 
 /// A parsed and checked `tideway.toml`.
 #[derive(Debug, Clone, Default)]

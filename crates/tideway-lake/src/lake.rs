@@ -79,6 +79,16 @@ impl Lake {
     /// credentials come from `storage` options and the environment.
     pub async fn open(location: &str, storage: HashMap<String, String>) -> Result<Lake> {
         let root = root_url(location)?;
+        if let Some(feature) = missing_storage_feature(root.scheme()) {
+            return Err(LakeError::Location {
+                location: location.to_string(),
+                reason: format!(
+                    "this build of tideway cannot reach `{}://` storage (it lacks the `{feature}` \
+                     feature); build it with `cargo build --release -p tideway --features cloud`",
+                    root.scheme()
+                ),
+            });
+        }
         let log_store = root_log_store(&root, &storage).map_err(|e| LakeError::Location {
             location: location.to_string(),
             reason: e.to_string(),
@@ -377,6 +387,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// The cargo feature of `tideway-lake` a storage scheme needs, if this build lacks it.
+fn missing_storage_feature(scheme: &str) -> Option<&'static str> {
+    match scheme {
+        "s3" | "s3a" if !cfg!(feature = "s3") => Some("s3"),
+        "gs" if !cfg!(feature = "gcs") => Some("gcs"),
+        "az" | "abfs" | "abfss" | "adl" | "azure" if !cfg!(feature = "azure") => Some("azure"),
+        _ => None,
+    }
 }
 
 pub(crate) fn table_url(root: &Url, name: &TableName) -> Url {

@@ -38,5 +38,5 @@ pub use import::{FileFormat, ImportReport};
 pub use lake::{Lake, TableInfo, closest};
 pub use maintenance::{DEFAULT_RETENTION, OptimizeReport, VacuumReport};
 pub use name::{SYSTEM_SCHEMA, TableName};
-pub use sql::{QueryResult, SqlOutput};
+pub use sql::{Executed, QueryResult, SqlOutput};
 pub use write::{Commit, Txn, Write, WriteMode};

@@ -64,35 +64,47 @@ impl QueryResult {
     }
 }
 
+/// What the last statement of [`Lake::execute`] produced, with a query's rows not yet read.
+#[derive(Debug)]
+pub enum Executed {
+    /// A planned query: stream it (`execute_stream`) or collect it.
+    Query(DataFrame),
+    /// A write committed.
+    Commit(Commit),
+    /// A statement that changed something without a commit to show (`DROP TABLE`).
+    Done(String),
+}
+
 impl Lake {
-    /// Runs one or more `;`-separated statements and returns what the last one produced.
+    /// Runs one or more `;`-separated statements and returns what the last one produced, a
+    /// query's rows collected in memory. To stream a large result, use [`Lake::execute`].
     pub async fn sql(&self, sql: &str) -> Result<SqlOutput> {
-        self.refresh().await?;
-        let statements = parse(sql)?;
-        let mut last = SqlOutput::Done("no statement".into());
-        for statement in statements {
-            last = self.run(statement).await?;
-        }
-        Ok(last)
+        Ok(match self.execute(sql).await? {
+            Executed::Query(df) => {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                SqlOutput::Rows(QueryResult { schema, batches })
+            }
+            Executed::Commit(commit) => SqlOutput::Commit(commit),
+            Executed::Done(message) => SqlOutput::Done(message),
+        })
     }
 
-    /// Plans one read-only statement (a query) as a DataFrame, to stream its rows.
-    pub async fn query(&self, sql: &str) -> Result<DataFrame> {
+    /// Runs one or more `;`-separated statements; the last one, if a query, is planned but
+    /// not run, so its rows can be streamed.
+    pub async fn execute(&self, sql: &str) -> Result<Executed> {
         self.refresh().await?;
-        let mut statements = parse(sql)?;
-        if statements.len() != 1 {
-            return Err(LakeError::Sql(format!(
-                "expected one query, found {} statements",
-                statements.len()
-            )));
+        let statements = parse(sql)?;
+        let n = statements.len();
+        let mut last = Executed::Done("no statement".into());
+        for (i, statement) in statements.into_iter().enumerate() {
+            last = self.run(statement).await?;
+            if let (Executed::Query(df), false) = (&last, i + 1 == n) {
+                // An earlier query in a script runs for its effects (there are none to keep).
+                df.clone().collect().await?;
+            }
         }
-        let statement = statements.remove(0);
-        if writes(&statement) {
-            return Err(LakeError::Sql(
-                "expected a query, found a statement that writes; use `Lake::sql`".into(),
-            ));
-        }
-        self.plan(statement).await
+        Ok(last)
     }
 
     async fn plan(&self, statement: DFStatement) -> Result<DataFrame> {
@@ -109,16 +121,16 @@ impl Lake {
         .await
     }
 
-    async fn run(&self, statement: DFStatement) -> Result<SqlOutput> {
+    async fn run(&self, statement: DFStatement) -> Result<Executed> {
         let DFStatement::Statement(inner) = &statement else {
-            return self.rows(self.plan(statement).await?).await;
+            return Ok(Executed::Query(self.plan(statement).await?));
         };
         match inner.as_ref() {
             Statement::CreateTable(create) => {
                 let name = table_name(&create.name)?;
                 let exists = self.load(&name).await?.is_some();
                 if exists && create.if_not_exists {
-                    return Ok(SqlOutput::Done(format!("table `{name}` already exists")));
+                    return Ok(Executed::Done(format!("table `{name}` already exists")));
                 }
                 if exists && !create.or_replace {
                     return Err(LakeError::TableExists(name.to_string()));
@@ -145,7 +157,7 @@ impl Lake {
                     }
                 };
                 let batches = collect_with_schema(df).await?;
-                Ok(SqlOutput::Commit(self.overwrite(&name, batches).await?))
+                Ok(Executed::Commit(self.overwrite(&name, batches).await?))
             }
             Statement::Insert(insert) => {
                 let TableObject::TableName(object) = &insert.table else {
@@ -172,7 +184,7 @@ impl Lake {
                 } else {
                     WriteMode::Append
                 };
-                Ok(SqlOutput::Commit(self.write(&name, batches, mode).await?))
+                Ok(Executed::Commit(self.write(&name, batches, mode).await?))
             }
             Statement::Merge(merge) => self.merge_statement(merge).await,
             Statement::Delete(delete) => {
@@ -195,7 +207,7 @@ impl Lake {
                 }
                 let (table, metrics) = builder.await.map_err(|e| LakeError::delta(&name, e))?;
                 let deleted = metrics.num_deleted_rows.unwrap_or(0) as u64;
-                Ok(SqlOutput::Commit(Commit {
+                Ok(Executed::Commit(Commit {
                     table: name.to_string(),
                     version: table.version(),
                     deleted,
@@ -224,7 +236,7 @@ impl Lake {
                     builder = builder.with_predicate(selection.to_string());
                 }
                 let (table, metrics) = builder.await.map_err(|e| LakeError::delta(&name, e))?;
-                Ok(SqlOutput::Commit(Commit {
+                Ok(Executed::Commit(Commit {
                     table: name.to_string(),
                     version: table.version(),
                     updated: metrics.num_updated_rows as u64,
@@ -249,16 +261,10 @@ impl Lake {
                     self.drop_table(&name).await?;
                     dropped.push(name.to_string());
                 }
-                Ok(SqlOutput::Done(format!("dropped {}", dropped.join(", "))))
+                Ok(Executed::Done(format!("dropped {}", dropped.join(", "))))
             }
-            _ => self.rows(self.plan(statement).await?).await,
+            _ => Ok(Executed::Query(self.plan(statement).await?)),
         }
-    }
-
-    async fn rows(&self, df: DataFrame) -> Result<SqlOutput> {
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok(SqlOutput::Rows(QueryResult { schema, batches }))
     }
 
     /// Renames and casts an INSERT's source columns onto the target's columns: the listed
@@ -312,7 +318,7 @@ impl Lake {
         Ok(df.select(exprs)?)
     }
 
-    async fn merge_statement(&self, merge: &ast::Merge) -> Result<SqlOutput> {
+    async fn merge_statement(&self, merge: &ast::Merge) -> Result<Executed> {
         let TableFactor::Table { name, alias, .. } = &merge.table else {
             return Err(LakeError::Sql("MERGE INTO needs a table name".into()));
         };
@@ -451,7 +457,7 @@ impl Lake {
             };
         }
         let (table, m) = builder.await.map_err(delta)?;
-        Ok(SqlOutput::Commit(Commit {
+        Ok(Executed::Commit(Commit {
             table: name.to_string(),
             version: table.version(),
             rows: m.num_source_rows as u64,
@@ -533,17 +539,6 @@ fn parse(sql: &str) -> Result<Vec<DFStatement>> {
     let dialect = GenericDialect {};
     let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
     Ok(parser.parse_statements()?.into_iter().collect())
-}
-
-fn writes(statement: &DFStatement) -> bool {
-    matches!(
-        statement,
-        DFStatement::Statement(s) if matches!(
-            s.as_ref(),
-            Statement::CreateTable(_) | Statement::Insert(_) | Statement::Merge(_)
-                | Statement::Delete(_) | Statement::Update(_) | Statement::Drop { .. }
-        )
-    )
 }
 
 /// Unquoted identifiers are lower-cased, as DataFusion does.

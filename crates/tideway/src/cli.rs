@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tideway_core::Faulty;
-use tideway_lake::{LakeError, SqlOutput, TableName};
+use tideway_lake::{Executed, LakeError, TableName};
 
 use crate::output::{self, Format};
 use crate::project::Project;
@@ -127,10 +127,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init { dir } => crate::scaffold::init(&dir),
         Command::Sql { query, format } => {
             let lake = Project::find(cli.project.as_deref())?.lake().await?;
-            match lake.sql(&query).await? {
-                SqlOutput::Rows(rows) => output::print_rows(&rows, format)?,
-                SqlOutput::Commit(commit) => output::print_commit(&commit, format)?,
-                SqlOutput::Done(message) => println!("{message}"),
+            match lake.execute(&query).await? {
+                Executed::Query(df) => output::print_query(df, format).await?,
+                Executed::Commit(commit) => output::print_commit(&commit, format)?,
+                Executed::Done(message) => println!("{message}"),
             }
             Ok(())
         }

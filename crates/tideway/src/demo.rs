@@ -170,7 +170,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     }
     println!("\nRevenue by plan (events joined with the CRM):");
     if let SqlOutput::Rows(rows) = report {
-        output::print_rows(&rows, Format::Table)?;
+        output::print_rows(&rows)?;
     }
     println!("\nTables:");
     output::print_tables(&lake.infos().await?, Format::Table)?;

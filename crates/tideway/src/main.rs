@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,deltalake_core::operations::merge=error",
         1 => "info,deltalake=warn,datafusion=warn",
         _ => "debug",
     };

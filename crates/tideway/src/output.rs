@@ -3,12 +3,16 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use chrono::SecondsFormat;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tideway_lake::arrow::array::RecordBatch;
 use tideway_lake::arrow::util::display::{ArrayFormatter, FormatOptions};
+use tideway_lake::datafusion::dataframe::DataFrame;
 use tideway_lake::{Commit, ImportReport, QueryResult, TableInfo};
 
 /// Output format for query results and listings.
@@ -22,48 +26,60 @@ pub enum Format {
     Json,
 }
 
-pub fn print_rows(rows: &QueryResult, format: Format) -> Result<()> {
+/// Prints a query's rows: streamed for CSV and JSON (any size), collected for a table.
+pub async fn print_query(df: DataFrame, format: Format) -> Result<()> {
+    if format == Format::Table {
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        return print_rows(&QueryResult { schema, batches });
+    }
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match format {
-        Format::Table => {
-            let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED);
-            table.set_header(rows.schema.fields().iter().map(|f| f.name().clone()));
-            let options = FormatOptions::default().with_null("NULL");
-            for batch in &rows.batches {
-                let formatters = batch
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for row in 0..batch.num_rows() {
-                    table.add_row(formatters.iter().map(|f| f.value(row).to_string()));
-                }
-            }
-            writeln!(out, "{table}")?;
-            let n = rows.num_rows();
-            writeln!(out, "{n} row{}", if n == 1 { "" } else { "s" })?;
+    let out = std::io::BufWriter::new(stdout.lock());
+    if format == Format::Csv {
+        let mut writer = tideway_lake::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(out);
+        let mut wrote = false;
+        while let Some(batch) = stream.next().await {
+            writer.write(&batch?)?;
+            wrote = true;
         }
-        Format::Csv => {
-            let mut writer = tideway_lake::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(out);
-            if rows.batches.is_empty() {
-                writer.write(&RecordBatch::new_empty(rows.schema.clone()))?;
-            }
-            for batch in &rows.batches {
-                writer.write(batch)?;
-            }
+        if !wrote {
+            writer.write(&RecordBatch::new_empty(schema))?;
         }
-        Format::Json => {
-            let mut writer = tideway_lake::arrow::json::LineDelimitedWriter::new(out);
-            for batch in &rows.batches {
-                writer.write(batch)?;
-            }
-            writer.finish()?;
+    } else {
+        let mut writer = tideway_lake::arrow::json::LineDelimitedWriter::new(out);
+        while let Some(batch) = stream.next().await {
+            writer.write(&batch?)?;
+        }
+        writer.finish()?;
+    }
+    Ok(())
+}
+
+/// Prints rows as an aligned table, with a row count.
+pub fn print_rows(rows: &QueryResult) -> Result<()> {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(rows.schema.fields().iter().map(|f| f.name().clone()));
+    let options = FormatOptions::default().with_null("NULL");
+    for batch in &rows.batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            table.add_row(formatters.iter().map(|f| f.value(row).to_string()));
         }
     }
+    let n = rows.num_rows();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "{table}")?;
+    writeln!(out, "{n} row{}", if n == 1 { "" } else { "s" })?;
     Ok(())
 }
 

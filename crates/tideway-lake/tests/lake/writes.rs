@@ -237,3 +237,18 @@ async fn import_normalizes_names_and_appends_in_one_commit() {
         "{err}"
     );
 }
+
+/// Without the `s3` feature an S3 lake cannot work; the error says how to get a build that can.
+#[cfg(not(feature = "s3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_lake_without_the_feature_says_how_to_build_one() {
+    let err = Lake::open("s3://acme-data/lake", Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot use the lake at `s3://acme-data/lake`"),
+        "{err}"
+    );
+    assert!(err.contains("--features cloud"), "{err}");
+}
