@@ -273,7 +273,7 @@ impl Lake {
     /// Version, last commit, rows, size and file count of one table.
     pub async fn info(&self, name: &TableName) -> Result<TableInfo> {
         let table = self.table(name).await?;
-        table_info(name, &table)
+        table_info(name, &table).await
     }
 
     /// [`Lake::info`] of every table.
@@ -282,7 +282,7 @@ impl Lake {
         for name in self.tables().await? {
             // A table being created by another process may have no loadable version yet.
             if let Some(table) = self.load(&name).await? {
-                out.push(table_info(&name, &table)?);
+                out.push(table_info(&name, &table).await?);
             }
         }
         Ok(out)
@@ -316,7 +316,7 @@ impl Lake {
     }
 }
 
-pub(crate) fn table_info(name: &TableName, table: &DeltaTable) -> Result<TableInfo> {
+pub(crate) async fn table_info(name: &TableName, table: &DeltaTable) -> Result<TableInfo> {
     let state = table.snapshot().map_err(|e| LakeError::delta(name, e))?;
     let version = state.version();
     let (mut rows, mut size, mut files) = (0u64, 0u64, 0u64);
@@ -325,9 +325,20 @@ pub(crate) fn table_info(name: &TableName, table: &DeltaTable) -> Result<TableIn
         size += file.size().max(0) as u64;
         files += 1;
     }
-    let last_commit = state
-        .version_timestamp(version)
-        .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    // The snapshot knows the commit times of the versions it replayed; a version read from a
+    // checkpoint is not among them, so then ask the log for the latest commit's info.
+    let millis = match state.version_timestamp(version) {
+        Some(ms) => Some(ms),
+        None => {
+            let latest: Vec<_> = table
+                .history(Some(1))
+                .try_collect()
+                .await
+                .map_err(|e| LakeError::delta(name, e))?;
+            latest.first().and_then(|info| info.timestamp)
+        }
+    };
+    let last_commit = millis.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
     Ok(TableInfo {
         name: name.to_string(),
         version,
