@@ -73,6 +73,11 @@ impl LakeCatalog {
         }
     }
 
+    /// Every table's `schema.table`, for messages.
+    pub(crate) fn known_names(&self) -> Vec<String> {
+        self.table_names().iter().map(ToString::to_string).collect()
+    }
+
     pub(crate) fn table_names(&self) -> Vec<TableName> {
         let tables = self.shared.tables.read().expect("catalog lock poisoned");
         tables

@@ -240,13 +240,7 @@ impl Lake {
     /// name and lists the known tables.
     pub async fn unknown_table(&self, name: &str) -> LakeError {
         let _ = self.refresh().await;
-        let known: Vec<String> = self
-            .inner
-            .catalog
-            .table_names()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let known = self.inner.catalog.known_names();
         unknown_table_error(name, &known)
     }
 

@@ -499,13 +499,7 @@ impl Lake {
     /// exist (CTE names and `information_schema` are not lake tables).
     fn check_references(&self, statement: &DFStatement) -> Result<()> {
         let references = self.session().state().resolve_table_references(statement)?;
-        let known: Vec<String> = self
-            .inner
-            .catalog
-            .table_names()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let known = self.inner.catalog.known_names();
         for reference in references {
             let (catalog, schema, table) = match &reference {
                 TableReference::Bare { table } => (CATALOG, DEFAULT_SCHEMA, table.as_ref()),
