@@ -406,7 +406,16 @@ fn evolve_all(
         let next = Evolution::plan(Some(&cumulative), &batch.schema());
         let mut merged = next.clone();
         merged.added = [evolution.added.clone(), next.added.clone()].concat();
-        merged.widened = [evolution.widened.clone(), next.widened.clone()].concat();
+        // Only columns the table already has need a rewrite; a column an earlier batch of this
+        // write added is simply created with the wider type.
+        let in_table = |c: &str| table.is_some_and(|t| t.field_with_name(c).is_ok());
+        let widened_here = next.widened.iter().filter(|(c, ..)| in_table(c)).cloned();
+        merged.widened = evolution
+            .widened
+            .iter()
+            .cloned()
+            .chain(widened_here)
+            .collect();
         merged.variants = [evolution.variants.clone(), next.variants.clone()].concat();
         per_schema.push((batch.schema(), next));
         evolution = merged;
@@ -629,5 +638,44 @@ impl IntoFuture for Write {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.execute())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Int32Array, Int64Array};
+
+    fn batch(name: &str, array: ArrayRef) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new(name, array.data_type().clone(), true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![array]).unwrap()
+    }
+
+    #[test]
+    fn a_column_added_and_widened_within_one_write_needs_no_table_rewrite() {
+        let table = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
+        let batches = [
+            batch("n", Arc::new(Int32Array::from(vec![1]))),
+            batch("n", Arc::new(Int64Array::from(vec![1i64 << 40]))),
+        ];
+        let (evolution, shaped) = evolve_all(Some(&table), &batches).unwrap();
+        assert!(evolution.widened.is_empty(), "{:?}", evolution.widened);
+        assert_eq!(evolution.added, vec!["n"]);
+        assert!(
+            shaped
+                .iter()
+                .all(|b| b.schema().field_with_name("n").unwrap().data_type() == &DataType::Int64)
+        );
+    }
+
+    #[test]
+    fn a_table_column_widened_by_a_later_batch_is_recorded() {
+        let table = Schema::new(vec![Field::new("n", DataType::Int32, true)]);
+        let batches = [
+            batch("n", Arc::new(Int32Array::from(vec![1]))),
+            batch("n", Arc::new(Int64Array::from(vec![1i64 << 40]))),
+        ];
+        let (evolution, _) = evolve_all(Some(&table), &batches).unwrap();
+        assert_eq!(evolution.widened.len(), 1, "{:?}", evolution.widened);
     }
 }

@@ -32,6 +32,12 @@ fn err(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+fn import(project: &Path, file: &Path, table: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["lake", "import", file.to_str().unwrap(), "--table", table];
+    args.extend_from_slice(extra);
+    tideway(project, &args)
+}
+
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
@@ -214,16 +220,7 @@ fn import_then_maintenance() {
     let dir = project();
     let csv = dir.path().join("seeds/plans.csv");
     std::fs::write(&csv, "Plan Name,Monthly Price\nfree,0\npro,99\n").unwrap();
-    let out = ok(&tideway(
-        dir.path(),
-        &[
-            "lake",
-            "import",
-            csv.to_str().unwrap(),
-            "--table",
-            "ref.plans",
-        ],
-    ));
+    let out = ok(&import(dir.path(), &csv, "ref.plans", &[]));
     assert!(
         out.contains("imported 2 row(s) from 1 file(s) into ref.plans (version 0)"),
         "{out}"
@@ -232,16 +229,7 @@ fn import_then_maintenance() {
         out.contains("column `Plan Name` is named `plan_name` in the lake"),
         "{out}"
     );
-    ok(&tideway(
-        dir.path(),
-        &[
-            "lake",
-            "import",
-            csv.to_str().unwrap(),
-            "--table",
-            "ref.plans",
-        ],
-    ));
+    ok(&import(dir.path(), &csv, "ref.plans", &[]));
     let out = ok(&tideway(dir.path(), &["lake", "optimize", "ref.plans"]));
     assert!(
         out.contains("ref.plans: 2 file(s) compacted into 1"),
@@ -254,17 +242,7 @@ fn import_then_maintenance() {
     assert!(out.contains("ref.plans: would delete 2 file(s)"), "{out}");
     let out = ok(&tideway(dir.path(), &["lake", "checkpoint"]));
     assert!(out.contains("ref.plans: checkpoint at version 2"), "{out}");
-    let out = ok(&tideway(
-        dir.path(),
-        &[
-            "lake",
-            "import",
-            csv.to_str().unwrap(),
-            "--table",
-            "ref.plans",
-            "--replace",
-        ],
-    ));
+    let out = ok(&import(dir.path(), &csv, "ref.plans", &["--replace"]));
     assert!(out.contains("version 3"), "{out}");
     let csv_out = ok(&tideway(
         dir.path(),
