@@ -39,6 +39,81 @@ pub struct ProjectConfig {
     pub name: Option<String>,
     /// Where the lake lives and how to reach it.
     pub lake: LakeConfig,
+    /// The event collector (`[collect]`).
+    pub collect: CollectConfig,
+}
+
+/// How timestamps of collected events are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestampMode {
+    /// Segment's rule: `timestamp = receivedAt - (sentAt - originalTimestamp)`, correcting
+    /// client clock skew.
+    #[default]
+    Segment,
+    /// RudderStack's option: keep the client's timestamp as sent.
+    AsSent,
+}
+
+/// The `[collect]` section: the Segment-compatible event API.
+///
+/// ```toml
+/// [collect]
+/// listen = "127.0.0.1:8080"
+/// [collect.sources.web]
+/// write_key = "wk_web_1f3a"            # browser keys are public; server keys via ${ENV}
+/// [collect.sources.backend]
+/// write_key = "${BACKEND_WRITE_KEY}"
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectConfig {
+    /// Address `tideway serve` listens on.
+    pub listen: String,
+    /// Directory of the durable event log, relative to the project.
+    pub log_dir: String,
+    /// Bytes the event log may hold before the API answers 429.
+    pub log_budget_bytes: u64,
+    /// Largest accepted event, in bytes (Segment: 32 KB).
+    pub max_event_bytes: usize,
+    /// Largest accepted request body, in bytes, after decompression.
+    pub max_request_bytes: usize,
+    /// How `timestamp` is computed.
+    pub timestamps: TimestampMode,
+    /// Window in which a repeated `messageId` of one source is dropped.
+    pub dedupe_window_secs: u64,
+    /// At most this many distinct message ids are remembered (memory bound).
+    pub dedupe_capacity: usize,
+    /// The loader commits when this many events are waiting...
+    pub load_batch_events: usize,
+    /// ...or when the oldest waiting event is this old.
+    pub load_batch_millis: u64,
+    /// Named sources; each has its write key. Lake schema = source name.
+    pub sources: BTreeMap<String, CollectSource>,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            listen: "127.0.0.1:8080".into(),
+            log_dir: ".tideway/log".into(),
+            log_budget_bytes: 1 << 30,
+            max_event_bytes: 32 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
+            timestamps: TimestampMode::Segment,
+            dedupe_window_secs: 24 * 3600,
+            dedupe_capacity: 20_000_000,
+            load_batch_events: 200_000,
+            load_batch_millis: 3_000,
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+/// One `[collect.sources.NAME]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectSource {
+    /// The write key SDKs send (HTTP Basic user or `writeKey` in the body).
+    pub write_key: Secret,
 }
 
 /// The `[lake]` section.
@@ -140,6 +215,31 @@ struct RawProject {
     project: RawProjectSection,
     #[serde(default)]
     lake: RawLake,
+    #[serde(default)]
+    collect: RawCollect,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCollect {
+    listen: Option<Spanned<String>>,
+    log_dir: Option<String>,
+    log_budget_mb: Option<u64>,
+    max_event_kb: Option<usize>,
+    max_request_mb: Option<usize>,
+    timestamps: Option<TimestampMode>,
+    dedupe_window_hours: Option<u64>,
+    dedupe_capacity: Option<usize>,
+    load_batch_events: Option<usize>,
+    load_batch_seconds: Option<f64>,
+    #[serde(default)]
+    sources: BTreeMap<String, RawCollectSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollectSource {
+    write_key: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -199,15 +299,91 @@ impl ProjectConfig {
                 Err(msg) => diags.push(source.diag(Some(value.span()), msg)),
             }
         }
+        let collect = collect_config(raw.collect, &source, env, &mut diags);
         if diags.is_empty() {
             Ok(ProjectConfig {
                 name: raw.project.name,
                 lake,
+                collect,
             })
         } else {
             Err(ConfigErrors(diags))
         }
     }
+}
+
+fn collect_config(
+    raw: RawCollect,
+    source: &Source<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> CollectConfig {
+    let d = CollectConfig::default();
+    let mut c = CollectConfig {
+        listen: d.listen.clone(),
+        log_dir: raw.log_dir.unwrap_or(d.log_dir),
+        log_budget_bytes: raw.log_budget_mb.map_or(d.log_budget_bytes, |mb| mb << 20),
+        max_event_bytes: raw.max_event_kb.map_or(d.max_event_bytes, |kb| kb << 10),
+        max_request_bytes: raw
+            .max_request_mb
+            .map_or(d.max_request_bytes, |mb| mb << 20),
+        timestamps: raw.timestamps.unwrap_or_default(),
+        dedupe_window_secs: raw
+            .dedupe_window_hours
+            .map_or(d.dedupe_window_secs, |h| h * 3600),
+        dedupe_capacity: raw.dedupe_capacity.unwrap_or(d.dedupe_capacity),
+        load_batch_events: raw.load_batch_events.unwrap_or(d.load_batch_events).max(1),
+        load_batch_millis: raw
+            .load_batch_seconds
+            .map_or(d.load_batch_millis, |s| (s.max(0.0) * 1000.0) as u64),
+        sources: BTreeMap::new(),
+    };
+    if let Some(listen) = raw.listen {
+        if listen.get_ref().parse::<std::net::SocketAddr>().is_err() {
+            diags.push(source.diag(
+                Some(listen.span()),
+                format!(
+                    "`{}` is not a socket address; write `IP:PORT`, e.g. `127.0.0.1:8080` or `0.0.0.0:8080`",
+                    listen.get_ref()
+                ),
+            ));
+        }
+        c.listen = listen.into_inner();
+    }
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    for (name, s) in raw.sources {
+        let normalized = crate::naming::NamingRules::default().normalize(&name);
+        if normalized != name {
+            diags.push(source.diag(
+                Some(s.write_key.span()),
+                format!(
+                    "source name `{name}` is also its lake schema and must be a plain lower-case name; use `{normalized}`"
+                ),
+            ));
+        }
+        match interpolate(s.write_key.get_ref(), env) {
+            Ok(key) if key.is_empty() => diags.push(source.diag(
+                Some(s.write_key.span()),
+                format!("the write key of source `{name}` is empty"),
+            )),
+            Ok(key) => {
+                if let Some(other) = keys.insert(key.clone(), name.clone()) {
+                    diags.push(source.diag(
+                        Some(s.write_key.span()),
+                        format!("sources `{other}` and `{name}` have the same write key; each source needs its own"),
+                    ));
+                }
+                c.sources.insert(
+                    name,
+                    CollectSource {
+                        write_key: Secret(key),
+                    },
+                );
+            }
+            Err(msg) => diags.push(source.diag(Some(s.write_key.span()), msg)),
+        }
+    }
+    c
 }
 
 fn check_lake_location(location: &str) -> Option<String> {

@@ -2,6 +2,8 @@
 //!
 //! - [`naming`]: the one set of rules that turns source field names (camelCase JSON keys, CSV
 //!   headers, Kafka fields) into lake column and table names, used by every loader.
+//! - [`warehouse`]: the names RudderStack's warehouse destinations give Segment-spec event
+//!   fields and track events, for landing events under the names their users already query.
 //! - [`error`]: who is at fault for an error ([`Fault`]) and whether retrying can help.
 //! - [`config`]: the typed `tideway.toml` project file, validated in one pass that reports
 //!   every problem with its line.
@@ -9,5 +11,6 @@
 pub mod config;
 pub mod error;
 pub mod naming;
+pub mod warehouse;
 
 pub use error::{Fault, Faulty};

@@ -35,6 +35,24 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The collector end to end on loopback: events/s, ack latency, lag to the lake, RSS, next
+    /// to the disk's fsync rate and an empty handler's requests/s.
+    Collect {
+        /// The shared workload directory (`../shared/bench/data/<size>`).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value_t = crate::bench_collect::Shape::Batch)]
+        shape: crate::bench_collect::Shape,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Pace requests at this many per second (for latency at a given load).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Merge (upsert by key) changed rows into a large table.
     LakeMerge {
         #[arg(long, default_value_t = 10_000_000)]
@@ -50,6 +68,25 @@ pub enum BenchCommand {
 
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
+        BenchCommand::Collect {
+            data,
+            shape,
+            events,
+            connections,
+            rate,
+            dir,
+        } => {
+            let scratch = Scratch::new(dir)?;
+            crate::bench_collect::run(crate::bench_collect::Options {
+                data,
+                shape,
+                events,
+                connections,
+                rate,
+                dir: scratch.path().to_path_buf(),
+            })
+            .await
+        }
         BenchCommand::LakeAppend {
             rows,
             columns,

@@ -76,6 +76,15 @@ pub enum Command {
         #[command(subcommand)]
         command: LakeCommand,
     },
+    /// Run the event collector: the Segment-compatible HTTP API and the loader into the lake.
+    #[command(
+        after_help = "Point any Segment or RudderStack SDK at it (host http://ADDR, the write key of a\n[collect.sources.NAME] in tideway.toml). Events land in NAME.tracks, NAME.identifies,\nNAME.users, NAME.pages, ... within seconds. Ctrl-C stops after loading what was received.\n\nExample:\n  tideway serve --listen 0.0.0.0:8080\n  curl -u wk_web: localhost:8080/v1/track -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}'"
+    )]
+    Serve {
+        /// Address to listen on (default: `[collect] listen`, 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Benchmarks on the shared workloads (results belong in BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -142,7 +151,58 @@ pub async fn run(cli: Cli) -> Result<()> {
             let lake = Project::find(cli.project.as_deref())?.lake().await?;
             lake_command(&lake, command).await
         }
+        Command::Serve { listen } => {
+            let project = Project::find(cli.project.as_deref())?;
+            serve(&project, listen).await
+        }
         Command::Bench { command } => crate::bench::run(command).await,
+    }
+}
+
+async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
+    let config = &project.config.collect;
+    if config.sources.is_empty() {
+        anyhow::bail!(
+            "no sources to collect for: add one to tideway.toml, e.g.\n\n[collect.sources.web]\nwrite_key = \"wk_web_...\""
+        );
+    }
+    let listen = listen.unwrap_or_else(|| config.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let lake = project.lake().await?;
+    let log_dir = project.dir.join(&config.log_dir);
+    let service = tideway_collect::service::Service::start(lake, config, &log_dir).await?;
+    let sources: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+    eprintln!(
+        "collecting on http://{listen} for source(s) {}; log in {}; Ctrl-C to stop",
+        sources.join(", "),
+        log_dir.display()
+    );
+    service.serve(listener, shutdown_signal()).await?;
+    eprintln!("stopped: every received event is in the lake");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 

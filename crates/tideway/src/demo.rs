@@ -51,7 +51,7 @@ const LAST: &[&str] = &[
 pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
-    let bar = ProgressBar::new(7);
+    let bar = ProgressBar::new(8);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
@@ -64,7 +64,8 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     )?;
     std::fs::write(
         dir.join("tideway.toml"),
-        crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo"),
+        crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo")
+            + crate::demo_traffic::COLLECT_TOML,
     )?;
     let project = Project::open(dir)?;
     let lake = project.lake().await?;
@@ -128,6 +129,26 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         )
         .await?;
     bar.inc(1);
+
+    bar.set_message("collecting web and app traffic through the HTTP API");
+    let traffic = crate::demo_traffic::run(&project, lake.clone(), customers).await?;
+    let collected = lake
+        .sql(
+            "SELECT 'web' AS source, 'pages' AS table_name, count(*) AS rows FROM web.pages \
+             UNION ALL SELECT 'web', 'identifies', count(*) FROM web.identifies \
+             UNION ALL SELECT 'web', 'users', count(*) FROM web.users \
+             UNION ALL SELECT 'app', 'tracks', count(*) FROM app.tracks \
+             UNION ALL SELECT 'app', 'order_completed', count(*) FROM app.order_completed \
+             UNION ALL SELECT '_tideway', 'dead_letters', count(*) FROM _tideway.dead_letters",
+        )
+        .await?;
+    let top_pages = lake
+        .sql(
+            "SELECT context_page_path AS path, count(*) AS views, count(DISTINCT anonymous_id) AS visitors \
+             FROM web.pages GROUP BY 1 ORDER BY views DESC LIMIT 5",
+        )
+        .await?;
+    bar.inc(1);
     bar.finish_and_clear();
 
     println!(
@@ -172,6 +193,18 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     if let SqlOutput::Rows(rows) = report {
         output::print_rows(&rows)?;
     }
+    println!(
+        "\nCollected through the Segment-compatible API (`tideway serve`): {} requests, {} events, \
+         {} rejected to _tideway.dead_letters",
+        traffic.requests, traffic.events, traffic.rejected
+    );
+    if let SqlOutput::Rows(rows) = collected {
+        output::print_rows(&rows)?;
+    }
+    println!("\nTop pages (web.pages, loaded from the event log):");
+    if let SqlOutput::Rows(rows) = top_pages {
+        output::print_rows(&rows)?;
+    }
     println!("\nTables:");
     output::print_tables(&lake.infos().await?, Format::Table)?;
     print_next(dir, &lake);
@@ -200,6 +233,12 @@ fn print_next(dir: &Path, lake: &Lake) {
         "  tideway -p {p} sql --format json \"SELECT * FROM events.tracks WHERE properties__revenue__v_text IS NOT NULL LIMIT 3\""
     );
     println!("  tideway -p {p} lake import <your.csv> --table raw.my_table");
+    println!(
+        "  tideway -p {p} serve    # then: curl -u wk_demo_web: localhost:8080/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'"
+    );
+    println!(
+        "  tideway -p {p} sql \"SELECT event_text, count(*) FROM app.tracks GROUP BY 1 ORDER BY 2 DESC\""
+    );
 }
 
 /// Empties `dir` if it is an earlier demo; refuses to touch anything else.

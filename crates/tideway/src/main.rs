@@ -2,8 +2,10 @@
 //! project and calls into the library crates.
 
 mod bench;
+mod bench_collect;
 mod cli;
 mod demo;
+mod demo_traffic;
 mod output;
 mod project;
 mod scaffold;

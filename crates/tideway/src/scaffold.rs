@@ -19,6 +19,18 @@ name = "{name}"
 location = ".tideway/lake"
 # Options for the object store, e.g. for S3:
 # storage = { AWS_REGION = "eu-west-1", AWS_ACCESS_KEY_ID = "${AWS_ACCESS_KEY_ID}", AWS_SECRET_ACCESS_KEY = "${AWS_SECRET_ACCESS_KEY}" }
+
+[collect]
+# `tideway serve` answers the Segment / RudderStack HTTP API here.
+# listen = "127.0.0.1:8080"
+# Limits (defaults break no SDK): max_event_kb = 32, max_request_mb = 4, log_budget_mb = 1024
+# timestamps = "segment"        # or "as-sent" (RudderStack's option)
+# Each source has a write key; its events land in the lake schema of the same name
+# (web.tracks, web.identifies, web.users, web.pages, one table per track event...).
+# [collect.sources.web]
+# write_key = "wk_web_change_me"          # browser keys are public anyway
+# [collect.sources.backend]
+# write_key = "${BACKEND_WRITE_KEY}"
 "#;
 
 const FILES: &[(&str, &str)] = &[

@@ -94,7 +94,9 @@ fn a_malformed_project_file_reports_every_error_with_its_line() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("tideway.toml:7:2: unknown field `colect`, expected `project` or `lake`"),
+        stderr.contains(
+            "tideway.toml:7:2: unknown field `colect`, expected one of `project`, `lake`, `collect`"
+        ),
         "{stderr}"
     );
 }
@@ -367,4 +369,182 @@ os._exit(0)
         "2400 2",
         "tracks rows and version (2 appends, a skipped retry, optimize)"
     );
+}
+
+/// A collector project on a free port, loading in small batches so that commits are frequent.
+fn collect_project() -> (tempfile::TempDir, String) {
+    let dir = project();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        format!(
+            "[project]\nname = \"kill\"\n\n[collect]\nlisten = \"{addr}\"\nload_batch_events = 2000\nload_batch_seconds = 0.1\n\n[collect.sources.web]\nwrite_key = \"wk_kill\"\n"
+        ),
+    )
+    .unwrap();
+    (dir, addr)
+}
+
+fn serve(project: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("--project")
+        .arg(project)
+        .arg("serve")
+        .env_remove("TIDEWAY_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Posts a batch with raw HTTP/1.1; the status, or `None` if the connection failed.
+fn post_batch(addr: &str, ids: &[String]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let events: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            format!(
+                r#"{{"type":"track","userId":"u-{id}","event":"Order Completed","messageId":"{id}","properties":{{"revenue":12.5}}}}"#
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"writeKey":"wk_kill","batch":[{}]}}"#, events.join(","));
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+fn wait_until_up(addr: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the collector did not start on {addr}");
+}
+
+#[test]
+fn kill_9_during_load_loses_no_acknowledged_event_and_duplicates_none() {
+    use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::AtomicU64, atomic::Ordering};
+    let (dir, addr) = collect_project();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    for round in 0..3 {
+        let t = std::time::Instant::now();
+        let mut server = serve(dir.path());
+        wait_until_up(&addr);
+        eprintln!(
+            "round {round}: up after {:?}, {} acked so far",
+            t.elapsed(),
+            acked.lock().unwrap().len()
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, acked, next, stop) =
+                    (addr.clone(), acked.clone(), next.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let first = next.fetch_add(50, Ordering::Relaxed);
+                        let ids: Vec<String> =
+                            (first..first + 50).map(|i| format!("m{i}")).collect();
+                        // Some requests are retried with the same ids, as SDKs do.
+                        for _ in 0..2 {
+                            match post_batch(&addr, &ids) {
+                                Some(200) => {
+                                    acked.lock().unwrap().extend(ids.iter().cloned());
+                                    break;
+                                }
+                                Some(_) | None => {
+                                    std::thread::sleep(std::time::Duration::from_millis(5))
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(900 + 300 * round));
+        server.kill().unwrap(); // SIGKILL: no shutdown, no flush
+        server.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    // A last, clean run loads what the log holds and stops.
+    let started = std::time::Instant::now();
+    let mut server = serve(dir.path());
+    wait_until_up(&addr);
+    assert_eq!(post_batch(&addr, &["final".to_string()]), Some(200));
+    let pid = server.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(server.wait().unwrap().success());
+    eprintln!("final run: {:?}", started.elapsed());
+
+    let out = ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT id FROM web.tracks ORDER BY id",
+        ],
+    ));
+    eprintln!("query: {:?}", started.elapsed());
+    let stored: Vec<&str> = out.lines().skip(1).collect();
+    let unique: std::collections::BTreeSet<&str> = stored.iter().copied().collect();
+    assert_eq!(unique.len(), stored.len(), "duplicates in web.tracks");
+    let acked = acked.lock().unwrap();
+    assert!(
+        acked.len() > 500,
+        "the test sent too little: {}",
+        acked.len()
+    );
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| !unique.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(unique.contains("final"));
+    // The per-event table got the same events exactly once too.
+    let out = ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT id) AS d FROM web.order_completed",
+        ],
+    ));
+    let row = out.lines().nth(1).unwrap();
+    let (n, d) = row.split_once(',').unwrap();
+    assert_eq!(n, d, "duplicates in web.order_completed");
+    assert_eq!(n.parse::<usize>().unwrap(), stored.len());
 }

@@ -1,0 +1,856 @@
+//! The lake loader: tails the event log and writes each source's events into its schema of the
+//! lake, in the warehouse layout of [`crate::warehouse`].
+//!
+//! # Exactly once
+//! A batch covers log offsets `[from, to)`. Every table written for it carries the Delta
+//! transaction `("collect", to)` in the same commit as its rows, and the log's `lake` consumer
+//! offset moves to `to` only after every table has committed. After a crash the loader starts
+//! again from the committed offset; for each table it skips the records below that table's
+//! own recorded transaction version. So a crash between any two commits, then a restart, gives
+//! every event exactly once in every table, even though the batches after the restart need not
+//! have the same boundaries as before.
+//!
+//! # Types
+//! A column's type is the table's type when the table has the column, else the type of the
+//! batch's first value (integers and decimals together make a double; text absorbs times). A
+//! text column takes any scalar as text, as RudderStack's warehouses do. A value that fits
+//! no other way goes to the variant column `<column>__v_<type>` and a row in
+//! `_tideway.dead_letters` says so: nothing becomes NULL silently.
+//!
+//! # Users
+//! `users` keeps one row per `userId` with the latest non-null value of each trait by
+//! `received_at`: the batch's identifies are folded in order, then over the stored row.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde_json::{Map, Value};
+use tideway_core::naming::variant_column;
+use tideway_core::{Fault, Faulty};
+use tideway_lake::{Lake, LakeError, SYSTEM_SCHEMA, SqlOutput, TableName, Txn};
+use tracing::{debug, info, warn};
+
+use crate::event::{Meta, parse_time, rfc3339};
+use crate::log::{EventLog, LogError, Record};
+use crate::metrics as m;
+use crate::warehouse::{self, Cell, Row};
+
+/// The transaction application id of the loader's commits.
+pub const TXN_APP: &str = "collect";
+/// The log consumer name of the lake loader.
+pub const CONSUMER: &str = "lake";
+/// The dead-letter table.
+pub const DEAD_LETTERS: &str = "dead_letters";
+
+/// Why loading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading the log or committing its offset failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Writing the lake failed.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// A log record cannot be read back: the log is damaged.
+    #[error("log record {offset} cannot be read: {reason}")]
+    Record {
+        /// Its offset.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Faulty for LoadError {
+    fn fault(&self) -> Fault {
+        match self {
+            LoadError::Log(e) => e.fault(),
+            LoadError::Lake(e) => e.fault(),
+            LoadError::Record { .. } => Fault::Internal,
+        }
+    }
+}
+
+/// When the loader commits a batch.
+#[derive(Debug, Clone)]
+pub struct LoaderOptions {
+    /// Commit once this many events are waiting...
+    pub batch_events: usize,
+    /// ...or once the oldest has waited this long.
+    pub batch_age: Duration,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        LoaderOptions {
+            batch_events: 200_000,
+            batch_age: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Log offsets covered.
+    pub from: u64,
+    /// End of the covered range (exclusive).
+    pub to: u64,
+    /// Events loaded (rows in `tracks`, `identifies`, ... not counting per-event tables).
+    pub events: u64,
+    /// Records already in the lake (a rerun after a crash) or repeated in the batch.
+    pub skipped: u64,
+    /// Dead-letter rows written.
+    pub dead_letters: u64,
+    /// Rows per table.
+    pub rows: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    /// The transaction version last committed to the table (`None`: never).
+    version: Option<i64>,
+    schema: Option<SchemaRef>,
+    loaded: bool,
+}
+
+/// Tails a log into the lake. See the module docs.
+#[derive(Debug)]
+pub struct Loader {
+    lake: Lake,
+    log: Arc<dyn EventLog>,
+    options: LoaderOptions,
+    next: u64,
+    tables: HashMap<TableName, TableState>,
+}
+
+/// A row bound for a table, with the log offset it came from and its raw event (for dead
+/// letters).
+struct Pending<'a> {
+    offset: u64,
+    row: Row,
+    meta: &'a Meta,
+    body: &'a [u8],
+}
+
+/// One dead-letter row.
+struct DeadLetter {
+    offset: u64,
+    source: String,
+    table: Option<String>,
+    stage: &'static str,
+    code: String,
+    field: Option<String>,
+    reason: String,
+    message_id: Option<String>,
+    received_at: Option<String>,
+    payload: String,
+}
+
+impl Loader {
+    /// A loader that resumes where the last one committed.
+    pub async fn new(
+        lake: Lake,
+        log: Arc<dyn EventLog>,
+        options: LoaderOptions,
+    ) -> Result<Loader, LoadError> {
+        let next = match log.committed(CONSUMER) {
+            Some(offset) => offset,
+            None => {
+                let start = log.stats().start;
+                log.commit(CONSUMER, start).await?;
+                start
+            }
+        };
+        info!(offset = next, "lake loader: resuming");
+        Ok(Loader {
+            lake,
+            log,
+            options,
+            next,
+            tables: HashMap::new(),
+        })
+    }
+
+    /// The next log offset to load.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Loads until `stop` resolves, committing batches by size and age.
+    pub async fn run(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), LoadError> {
+        tokio::pin!(stop);
+        let mut pending: Vec<Record> = Vec::new();
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let wait = match first_at {
+                Some(t) => self.options.batch_age.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(500),
+            };
+            let want = self
+                .options
+                .batch_events
+                .saturating_sub(pending.len())
+                .max(1);
+            let from = self.next + pending.len() as u64;
+            let read = tokio::select! {
+                r = self.log.read(from, want.min(50_000), wait.max(Duration::from_millis(1))) => Some(r?),
+                () = &mut stop => None,
+            };
+            let stopping = read.is_none();
+            if let Some(records) = read {
+                if !records.is_empty() && first_at.is_none() {
+                    first_at = Some(Instant::now());
+                }
+                pending.extend(records);
+            }
+            let due = pending.len() >= self.options.batch_events
+                || first_at.is_some_and(|t| t.elapsed() >= self.options.batch_age);
+            if !pending.is_empty() && (due || stopping) {
+                let batch = std::mem::take(&mut pending);
+                first_at = None;
+                self.load(&batch).await?;
+            }
+            let end = self.log.stats().end;
+            metrics::gauge!(m::LOADER_LAG_EVENTS).set(end.saturating_sub(self.next) as f64);
+            if stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Loads everything in the log now, in batches; returns what each batch did.
+    pub async fn drain(&mut self) -> Result<Vec<LoadReport>, LoadError> {
+        let mut reports = Vec::new();
+        loop {
+            let records = self
+                .log
+                .read(self.next, self.options.batch_events, Duration::ZERO)
+                .await?;
+            if records.is_empty() {
+                return Ok(reports);
+            }
+            reports.push(self.load(&records).await?);
+        }
+    }
+
+    /// Loads one batch of consecutive records starting at the loader's position.
+    pub async fn load(&mut self, records: &[Record]) -> Result<LoadReport, LoadError> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(LoadReport::default());
+        };
+        let from = first.offset;
+        let to = last.offset + 1;
+        let loaded_at = Utc::now();
+        let mut report = LoadReport {
+            from,
+            to,
+            ..LoadReport::default()
+        };
+
+        let mut parsed: Vec<(u64, Meta, &[u8])> = Vec::with_capacity(records.len());
+        for r in records {
+            let (meta, body) = Meta::parse(&r.payload).map_err(|reason| LoadError::Record {
+                offset: r.offset,
+                reason,
+            })?;
+            parsed.push((r.offset, meta, body));
+        }
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut by_table: BTreeMap<TableName, Vec<Pending<'_>>> = BTreeMap::new();
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        for (offset, meta, body) in &parsed {
+            if meta.k == "reject" {
+                dead.push(DeadLetter {
+                    offset: *offset,
+                    source: meta.source.clone(),
+                    table: None,
+                    stage: "collect",
+                    code: meta
+                        .reason
+                        .as_deref()
+                        .and_then(|r| r.split_once(':'))
+                        .map_or("invalid_event", |(c, _)| c)
+                        .to_string(),
+                    field: meta.field.clone(),
+                    reason: meta.reason.clone().unwrap_or_default(),
+                    message_id: None,
+                    received_at: Some(meta.received_at.clone()),
+                    payload: String::from_utf8_lossy(body).into_owned(),
+                });
+                continue;
+            }
+            let id = meta.message_id.as_deref().unwrap_or("");
+            if !seen.insert((meta.source.as_str(), id)) {
+                report.skipped += 1;
+                continue;
+            }
+            let event: Map<String, Value> = match serde_json::from_slice(body) {
+                Ok(e) => e,
+                Err(e) => {
+                    return Err(LoadError::Record {
+                        offset: *offset,
+                        reason: format!("the event is not a JSON object: {e}"),
+                    });
+                }
+            };
+            report.events += 1;
+            for (table, row) in warehouse::rows(meta, &event, loaded_at) {
+                let name = match TableName::new(&meta.source, &table) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        dead.push(DeadLetter {
+                            offset: *offset,
+                            source: meta.source.clone(),
+                            table: Some(table.clone()),
+                            stage: "load",
+                            code: "invalid_table_name".into(),
+                            field: Some("event".into()),
+                            reason: e.to_string(),
+                            message_id: meta.message_id.clone(),
+                            received_at: Some(meta.received_at.clone()),
+                            payload: String::from_utf8_lossy(body).into_owned(),
+                        });
+                        continue;
+                    }
+                };
+                by_table.entry(name).or_default().push(Pending {
+                    offset: *offset,
+                    row,
+                    meta,
+                    body,
+                });
+            }
+        }
+
+        // Build every table's rows first: conflicts found while building are dead letters,
+        // which commit before the tables, so a crash cannot lose them.
+        let mut writes: Vec<(TableName, RecordBatch, bool)> = Vec::new();
+        for (name, rows) in by_table {
+            let state = self.state(&name).await?;
+            let done = state.version.unwrap_or(-1);
+            let rows: Vec<Pending<'_>> = rows
+                .into_iter()
+                .filter(|p| (p.offset as i64) >= done)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let is_users = name.table() == "users";
+            let rows = if is_users {
+                self.fold_users(&name, rows).await?
+            } else {
+                rows
+            };
+            let schema = self.state(&name).await?.schema.clone();
+            let batch = build(&name, &rows, schema.as_deref(), &mut dead);
+            *report.rows.entry(name.to_string()).or_default() += batch.num_rows() as u64;
+            writes.push((name, batch, is_users));
+        }
+        let dl_name = TableName::new(SYSTEM_SCHEMA, DEAD_LETTERS)?;
+        let dl_done = self.state(&dl_name).await?.version.unwrap_or(-1);
+        dead.retain(|d| (d.offset as i64) >= dl_done);
+        if !dead.is_empty() {
+            report.dead_letters = dead.len() as u64;
+            for d in &dead {
+                metrics::counter!(m::LOADER_DEAD_LETTERS, "code" => d.code.clone()).increment(1);
+            }
+            let batch = dead_letter_batch(&dead);
+            self.commit(&dl_name, batch, false, to).await?;
+        }
+        for (name, batch, is_users) in writes {
+            metrics::counter!(m::LOADER_ROWS, "table" => name.to_string())
+                .increment(batch.num_rows() as u64);
+            self.commit(&name, batch, is_users, to).await?;
+        }
+        self.log.commit(CONSUMER, to).await?;
+        self.next = to;
+        debug!(
+            from,
+            to,
+            events = report.events,
+            dead_letters = report.dead_letters,
+            "lake loader: batch committed"
+        );
+        Ok(report)
+    }
+
+    async fn state(&mut self, name: &TableName) -> Result<&TableState, LoadError> {
+        let loaded = self.tables.get(name).is_some_and(|s| s.loaded);
+        if !loaded {
+            let (version, schema) = match self.lake.load(name).await? {
+                Some(table) => (
+                    self.lake.txn_version(name, TXN_APP).await?,
+                    Some(Lake::schema_of(name, &table)?),
+                ),
+                None => (None, None),
+            };
+            self.tables.insert(
+                name.clone(),
+                TableState {
+                    version,
+                    schema,
+                    loaded: true,
+                },
+            );
+        }
+        Ok(self.tables.get(name).expect("inserted above"))
+    }
+
+    async fn commit(
+        &mut self,
+        name: &TableName,
+        batch: RecordBatch,
+        merge: bool,
+        to: u64,
+    ) -> Result<(), LoadError> {
+        let write = if merge {
+            self.lake.merge(name, vec![batch], &["id"])
+        } else {
+            self.lake.append(name, vec![batch])
+        };
+        let commit = write.with_txn(Txn::new(TXN_APP, to as i64)).await?;
+        if !commit.variant_columns.is_empty() {
+            warn!(table = %name, variants = ?commit.variant_columns, "lake loader: the lake put conflicting values in variant columns");
+        }
+        let state = self.tables.entry(name.clone()).or_default();
+        state.version = Some(to as i64);
+        // The schema may have grown: read it again before the next batch.
+        state.loaded = false;
+        Ok(())
+    }
+
+    /// Folds the batch's `users` rows per id in order, then over the stored rows.
+    async fn fold_users<'a>(
+        &self,
+        name: &TableName,
+        rows: Vec<Pending<'a>>,
+    ) -> Result<Vec<Pending<'a>>, LoadError> {
+        let mut order: Vec<String> = Vec::new();
+        let mut folded: HashMap<String, Pending<'a>> = HashMap::new();
+        for p in rows {
+            let Some(Cell::Str(id)) = p.row.get("id").cloned() else {
+                continue;
+            };
+            match folded.get_mut(&id) {
+                Some(current) => {
+                    overlay(&mut current.row, &p.row);
+                    current.offset = p.offset;
+                    current.meta = p.meta;
+                    current.body = p.body;
+                }
+                None => {
+                    order.push(id.clone());
+                    folded.insert(id, p);
+                }
+            }
+        }
+        if self.tables.get(name).is_some_and(|s| s.schema.is_some()) && !order.is_empty() {
+            let list = order
+                .iter()
+                .map(|id| format!("'{}'", id.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT * FROM \"{}\".\"{}\" WHERE id IN ({list})",
+                name.schema(),
+                name.table()
+            );
+            if let SqlOutput::Rows(result) = self.lake.sql(&sql).await? {
+                for batch in &result.batches {
+                    for stored in rows_of(batch) {
+                        let Some(Cell::Str(id)) = stored.get("id").cloned() else {
+                            continue;
+                        };
+                        if let Some(p) = folded.get_mut(&id) {
+                            let newer = p.row.get("received_at") >= stored.get("received_at");
+                            let mut merged = stored;
+                            if newer {
+                                overlay(&mut merged, &p.row);
+                                p.row = merged;
+                            } else {
+                                overlay(&mut p.row, &merged);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(order
+            .into_iter()
+            .filter_map(|id| folded.remove(&id))
+            .collect())
+    }
+}
+
+/// Sets every cell of `newer` over `row` (nulls are absent, so they never overwrite).
+fn overlay(row: &mut Row, newer: &Row) {
+    for (c, v) in &newer.cells {
+        if let Some(slot) = row.cells.iter_mut().find(|(k, _)| k == c) {
+            slot.1 = v.clone();
+        } else {
+            row.cells.push((c.clone(), v.clone()));
+        }
+    }
+}
+
+impl PartialOrd for Cell {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Cell::Time(a), Cell::Time(b)) | (Cell::Int(a), Cell::Int(b)) => a.partial_cmp(b),
+            (Cell::Float(a), Cell::Float(b)) => a.partial_cmp(b),
+            (Cell::Str(a), Cell::Str(b)) => a.partial_cmp(b),
+            (Cell::Bool(a), Cell::Bool(b)) => a.partial_cmp(b),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+    Time,
+}
+
+impl Kind {
+    fn of(cell: &Cell) -> Kind {
+        match cell {
+            Cell::Str(_) => Kind::Str,
+            Cell::Int(_) => Kind::Int,
+            Cell::Float(_) => Kind::Float,
+            Cell::Bool(_) => Kind::Bool,
+            Cell::Time(_) => Kind::Time,
+        }
+    }
+
+    fn of_type(ty: &DataType) -> Option<Kind> {
+        Some(match ty {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Str,
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Kind::Int,
+            DataType::Float32 | DataType::Float64 => Kind::Float,
+            DataType::Boolean => Kind::Bool,
+            DataType::Timestamp(..) => Kind::Time,
+            _ => return None,
+        })
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            Kind::Str => DataType::Utf8,
+            Kind::Int => DataType::Int64,
+            Kind::Float => DataType::Float64,
+            Kind::Bool => DataType::Boolean,
+            Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Str => "text",
+            Kind::Int => "bigint",
+            Kind::Float => "double",
+            Kind::Bool => "bool",
+            Kind::Time => "timestamp",
+        }
+    }
+
+    /// Whether a value of kind `value` is stored in a column of this kind (perhaps converted).
+    fn accepts(self, value: Kind) -> bool {
+        matches!(
+            (self, value),
+            (Kind::Str, _)
+                | (Kind::Float, Kind::Int | Kind::Float)
+                | (Kind::Int, Kind::Int)
+                | (Kind::Bool, Kind::Bool)
+                | (Kind::Time, Kind::Time)
+        )
+    }
+}
+
+/// The column kind of a new column from its values: the first value's kind, except that
+/// integers and doubles together make doubles and text absorbs times.
+fn kind_from_values<'a>(mut values: impl Iterator<Item = &'a Cell>) -> Kind {
+    let Some(first) = values.next() else {
+        return Kind::Str;
+    };
+    let mut kind = Kind::of(first);
+    for v in values {
+        kind = match (kind, Kind::of(v)) {
+            (Kind::Int, Kind::Float) => Kind::Float,
+            (Kind::Time, Kind::Str) => Kind::Str,
+            (k, _) => k,
+        };
+    }
+    kind
+}
+
+/// Builds the Arrow batch of `rows` for table `name`, sending values that fit no column to
+/// variant columns and reporting them in `dead`.
+fn build(
+    name: &TableName,
+    rows: &[Pending<'_>],
+    table: Option<&Schema>,
+    dead: &mut Vec<DeadLetter>,
+) -> RecordBatch {
+    // Columns in order of first appearance.
+    let mut columns: Vec<String> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for p in rows {
+        for (c, _) in &p.row.cells {
+            if !index.contains_key(c.as_str()) {
+                index.insert(c.as_str(), columns.len());
+                columns.push(c.clone());
+            }
+        }
+    }
+    let mut kinds: Vec<Kind> = columns
+        .iter()
+        .map(|c| {
+            table
+                .and_then(|s| s.field_with_name(c).ok())
+                .and_then(|f| Kind::of_type(f.data_type()))
+                .unwrap_or_else(|| kind_from_values(rows.iter().filter_map(|p| p.row.get(c))))
+        })
+        .collect();
+    // Values that conflict go to variant columns, added at the end.
+    let mut cells: Vec<Vec<Option<&Cell>>> = vec![vec![None; rows.len()]; columns.len()];
+    let mut variants: HashMap<(usize, Kind), usize> = HashMap::new();
+    let mut extra: Vec<(String, Kind, Vec<Option<&Cell>>)> = Vec::new();
+    for (r, p) in rows.iter().enumerate() {
+        for (c, v) in &p.row.cells {
+            let ci = index[c.as_str()];
+            let vk = Kind::of(v);
+            if kinds[ci].accepts(vk) {
+                cells[ci][r] = Some(v);
+                continue;
+            }
+            let vi = *variants.entry((ci, vk)).or_insert_with(|| {
+                extra.push((variant_column(c, vk.label()), vk, vec![None; rows.len()]));
+                extra.len() - 1
+            });
+            extra[vi].2[r] = Some(v);
+            dead.push(DeadLetter {
+                offset: p.offset,
+                source: p.meta.source.clone(),
+                table: Some(name.to_string()),
+                stage: "load",
+                code: "type_conflict".into(),
+                field: Some(c.clone()),
+                reason: format!(
+                    "`{c}` is {} in {name}, the value {} is {}; it went to `{}`",
+                    kinds[ci].label(),
+                    show(v),
+                    vk.label(),
+                    extra[vi].0
+                ),
+                message_id: p.meta.message_id.clone(),
+                received_at: Some(p.meta.received_at.clone()),
+                payload: String::from_utf8_lossy(p.body).into_owned(),
+            });
+        }
+    }
+    let mut fields = Vec::with_capacity(columns.len() + extra.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + extra.len());
+    for (ci, column) in columns.iter().enumerate() {
+        fields.push(Field::new(column, kinds[ci].data_type(), true));
+        arrays.push(array(kinds[ci], &cells[ci]));
+    }
+    for (column, kind, values) in &extra {
+        fields.push(Field::new(column, kind.data_type(), true));
+        arrays.push(array(*kind, values));
+    }
+    kinds.clear();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .expect("columns are built to the schema")
+}
+
+fn show(cell: &Cell) -> String {
+    let text = match cell {
+        Cell::Str(s) => format!("{s:?}"),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => f.to_string(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Time(t) => DateTime::from_timestamp_micros(*t).map_or(t.to_string(), rfc3339),
+    };
+    if text.len() > 80 {
+        let mut end = 80;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &text[..end])
+    } else {
+        text
+    }
+}
+
+fn as_text(cell: &Cell) -> String {
+    match cell {
+        Cell::Str(s) => s.clone(),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => f.to_string(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Time(t) => DateTime::from_timestamp_micros(*t).map_or(t.to_string(), |d| {
+            d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        }),
+    }
+}
+
+fn array(kind: Kind, values: &[Option<&Cell>]) -> ArrayRef {
+    match kind {
+        Kind::Str => {
+            let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
+            for v in values {
+                b.append_option(v.map(as_text));
+            }
+            Arc::new(b.finish())
+        }
+        Kind::Int => {
+            let mut b = Int64Builder::with_capacity(values.len());
+            for v in values {
+                b.append_option(match v {
+                    Some(Cell::Int(i)) => Some(*i),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        Kind::Float => {
+            let mut b = Float64Builder::with_capacity(values.len());
+            for v in values {
+                b.append_option(match v {
+                    Some(Cell::Int(i)) => Some(*i as f64),
+                    Some(Cell::Float(f)) => Some(*f),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        Kind::Bool => {
+            let mut b = BooleanBuilder::with_capacity(values.len());
+            for v in values {
+                b.append_option(match v {
+                    Some(Cell::Bool(x)) => Some(*x),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        Kind::Time => {
+            let mut b =
+                TimestampMicrosecondBuilder::with_capacity(values.len()).with_timezone("UTC");
+            for v in values {
+                b.append_option(match v {
+                    Some(Cell::Time(t)) => Some(*t),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// Rows of a stored batch, as cells (types the loader does not write become text).
+fn rows_of(batch: &RecordBatch) -> Vec<Row> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+    let mut rows = vec![Row::default(); batch.num_rows()];
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let kind = Kind::of_type(field.data_type());
+        let column: ArrayRef = match kind {
+            Some(Kind::Int) => cast(column, &DataType::Int64).unwrap_or_else(|_| column.clone()),
+            Some(Kind::Float) => {
+                cast(column, &DataType::Float64).unwrap_or_else(|_| column.clone())
+            }
+            Some(Kind::Time) => {
+                cast(column, &Kind::Time.data_type()).unwrap_or_else(|_| column.clone())
+            }
+            _ => cast(column, &DataType::Utf8).unwrap_or_else(|_| column.clone()),
+        };
+        for (i, row) in rows.iter_mut().enumerate() {
+            if column.is_null(i) {
+                continue;
+            }
+            let cell = match column.data_type() {
+                DataType::Int64 => Cell::Int(column.as_primitive::<Int64Type>().value(i)),
+                DataType::Float64 => Cell::Float(column.as_primitive::<Float64Type>().value(i)),
+                DataType::Boolean => Cell::Bool(column.as_boolean().value(i)),
+                DataType::Timestamp(..) => {
+                    Cell::Time(column.as_primitive::<TimestampMicrosecondType>().value(i))
+                }
+                DataType::Utf8 => Cell::Str(column.as_string::<i32>().value(i).to_string()),
+                _ => continue,
+            };
+            row.cells.push((field.name().clone(), cell));
+        }
+    }
+    rows
+}
+
+fn dead_letter_batch(dead: &[DeadLetter]) -> RecordBatch {
+    let ts = || Kind::Time.data_type();
+    let schema = Schema::new(vec![
+        Field::new("source", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, true),
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("code", DataType::Utf8, true),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("message_id", DataType::Utf8, true),
+        Field::new("received_at", ts(), true),
+        Field::new("log_offset", DataType::Int64, true),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("failed_at", ts(), true),
+    ]);
+    let now = Utc::now().timestamp_micros();
+    let strings = |f: &dyn Fn(&DeadLetter) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for d in dead {
+            b.append_option(f(d));
+        }
+        Arc::new(b.finish())
+    };
+    let mut received = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut offsets = Int64Builder::new();
+    let mut failed = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for d in dead {
+        received.append_option(
+            d.received_at
+                .as_deref()
+                .and_then(parse_time)
+                .map(|t| t.timestamp_micros()),
+        );
+        offsets.append_value(d.offset as i64);
+        failed.append_value(now);
+    }
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            strings(&|d| Some(d.source.clone())),
+            strings(&|d| d.table.clone()),
+            strings(&|d| Some(d.stage.to_string())),
+            strings(&|d| Some(d.code.clone())),
+            strings(&|d| d.field.clone()),
+            strings(&|d| Some(d.reason.clone())),
+            strings(&|d| d.message_id.clone()),
+            Arc::new(received.finish()),
+            Arc::new(offsets.finish()),
+            strings(&|d| Some(d.payload.clone())),
+            Arc::new(failed.finish()),
+        ],
+    )
+    .expect("dead letters are built to the schema")
+}

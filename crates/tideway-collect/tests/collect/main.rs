@@ -1,0 +1,4 @@
+//! The collector's integration tests: one binary.
+
+mod http;
+mod log;

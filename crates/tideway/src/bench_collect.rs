@@ -1,0 +1,382 @@
+//! `tideway bench collect`: the collector end to end on loopback, with this machine's limits
+//! on the same path measured in the same run (fsyncs/s of the disk, requests/s of an empty
+//! handler).
+//!
+//! The load generator runs in the same process as the collector (both share the 2 cores);
+//! every acknowledged event is durable (fsync before the answer), as in production.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tideway_collect::service::Service;
+use tideway_core::config::{CollectConfig, CollectSource, Secret};
+use tideway_lake::Lake;
+
+/// How requests are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// `/v1/batch` with the workload's 100-event batch files.
+    Batch,
+    /// `/v1/track` with one event per request.
+    Track,
+}
+
+pub struct Options {
+    pub data: PathBuf,
+    pub shape: Shape,
+    pub events: usize,
+    pub connections: usize,
+    /// Requests per second in total (open loop); `None`: as fast as acknowledged.
+    pub rate: Option<f64>,
+    pub dir: PathBuf,
+}
+
+/// One request body and the events in it.
+struct Body {
+    bytes: bytes::Bytes,
+    events: u64,
+}
+
+fn load_bodies(data: &Path, shape: Shape, events: usize) -> Result<Vec<Body>> {
+    let mut bodies = Vec::new();
+    let mut total = 0usize;
+    match shape {
+        Shape::Batch => {
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(data.join("events/batch"))
+                .with_context(|| {
+                    format!(
+                        "no events/batch in {} (run gen.py, see ../shared/bench/README.md)",
+                        data.display()
+                    )
+                })?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            parts.sort();
+            'outer: for part in parts {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(&part)?
+                    .map(|e| e.map(|e| e.path()))
+                    .collect::<std::io::Result<_>>()?;
+                files.sort();
+                for f in files {
+                    let text = std::fs::read(&f)?;
+                    let v: serde_json::Value = serde_json::from_slice(&text)?;
+                    let n = v["batch"].as_array().map_or(0, Vec::len);
+                    bodies.push(Body {
+                        bytes: text.into(),
+                        events: n as u64,
+                    });
+                    total += n;
+                    if total >= events {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        Shape::Track => {
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(data.join("events/ndjson"))
+                .with_context(|| format!("no events/ndjson in {}", data.display()))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            parts.sort();
+            'outer2: for part in parts {
+                let text = std::fs::read_to_string(&part)?;
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let mut v: serde_json::Value = serde_json::from_str(line)?;
+                    if v["type"] != "track" {
+                        continue;
+                    }
+                    v.as_object_mut().map(|o| o.remove("type"));
+                    bodies.push(Body {
+                        bytes: serde_json::to_vec(&v)?.into(),
+                        events: 1,
+                    });
+                    total += 1;
+                    if total >= events {
+                        break 'outer2;
+                    }
+                }
+            }
+        }
+    }
+    if bodies.is_empty() {
+        bail!("no events found under {}", data.display());
+    }
+    Ok(bodies)
+}
+
+/// What a load run measured.
+struct Run {
+    requests: u64,
+    events: u64,
+    failed: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut l = self.latencies.clone();
+        l.sort();
+        l[((l.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+async fn drive(
+    url: &str,
+    bodies: Arc<Vec<Body>>,
+    total_requests: usize,
+    connections: usize,
+    rate: Option<f64>,
+) -> Result<Run> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let events = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (client, bodies, next, events, failed, url) = (
+            client.clone(),
+            bodies.clone(),
+            next.clone(),
+            events.clone(),
+            failed.clone(),
+            url.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            // Open loop: each connection sends on its own schedule, whatever the answers do.
+            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+            let mut due = started
+                + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / connections as f64));
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total_requests {
+                    break;
+                }
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(due.into()).await;
+                    due += iv;
+                }
+                let body = &bodies[i % bodies.len()];
+                let sent = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .basic_auth("wk_bench", Some(""))
+                    .header("content-type", "application/json")
+                    .body(body.bytes.clone())
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        // With a schedule, latency counts from when the request was due.
+                        let from = if interval.is_some() {
+                            due.checked_sub(interval.unwrap_or_default())
+                                .unwrap_or(sent)
+                                .min(sent)
+                        } else {
+                            sent
+                        };
+                        latencies.push(from.elapsed());
+                        events.fetch_add(body.events, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await?);
+    }
+    Ok(Run {
+        requests: latencies.len() as u64,
+        events: events.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// fdatasync()s per second of the disk under `dir`: 4 KiB appends, each synced.
+fn fsync_rate(dir: &Path) -> Result<f64> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0u8; 4096];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        f.write_all(&block)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub async fn run(o: Options) -> Result<()> {
+    let bodies = Arc::new(load_bodies(&o.data, o.shape, o.events)?);
+    let per_body = bodies.iter().map(|b| b.events).sum::<u64>() as f64 / bodies.len() as f64;
+    let total_requests = (o.events as f64 / per_body).ceil() as usize;
+    let bytes: usize = bodies.iter().map(|b| b.bytes.len()).sum();
+    println!(
+        "collect bench: {} events as {} {:?} requests ({:.0} B/request), {} connections{}",
+        o.events,
+        total_requests,
+        o.shape,
+        bytes as f64 / bodies.len() as f64,
+        o.connections,
+        o.rate
+            .map_or(String::new(), |r| format!(", paced at {r:.0} requests/s"))
+    );
+
+    std::fs::create_dir_all(&o.dir)?;
+    let fsyncs = fsync_rate(&o.dir)?;
+
+    // The empty handler: the HTTP stack alone, same client, same concurrency.
+    let empty = axum::Router::new().route(
+        "/v1/batch",
+        axum::routing::post(|| async { "{\"success\":true}" }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let empty_url = format!("http://{}/v1/batch", listener.local_addr()?);
+    let empty_server = tokio::spawn(async move { axum::serve(listener, empty).await });
+    let empty_requests = total_requests.min(200_000);
+    let empty_run = drive(
+        &empty_url,
+        bodies.clone(),
+        empty_requests,
+        o.connections,
+        None,
+    )
+    .await?;
+    empty_server.abort();
+
+    let mut config = CollectConfig::default();
+    config.sources.insert(
+        "bench".into(),
+        CollectSource {
+            write_key: Secret::new("wk_bench"),
+        },
+    );
+    config.log_budget_bytes = 8 << 30;
+    config.load_batch_millis = 2_000;
+    let lake = Lake::open(
+        &o.dir.join("lake").display().to_string(),
+        Default::default(),
+    )
+    .await?;
+    let service = Service::start(lake, &config, &o.dir.join("log")).await?;
+    let log = service.collector().log().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let path = match o.shape {
+        Shape::Batch => "/v1/batch",
+        Shape::Track => "/v1/track",
+    };
+    let url = format!("http://{}{path}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(service.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let fsync_before = fsync_count();
+    let run = drive(&url, bodies.clone(), total_requests, o.connections, o.rate).await?;
+    let acked_at = Instant::now();
+    let end = log.stats().end;
+    while log
+        .committed(tideway_collect::loader::CONSUMER)
+        .unwrap_or(0)
+        < end
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if acked_at.elapsed() > Duration::from_secs(300) {
+            bail!("the loader did not catch up within 5 minutes");
+        }
+    }
+    let lag = acked_at.elapsed();
+    let syncs = fsync_count().saturating_sub(fsync_before);
+    let _ = stop.send(());
+    serving.await??;
+
+    let secs = run.elapsed.as_secs_f64();
+    let rps = run.requests as f64 / secs;
+    let eps = run.events as f64 / secs;
+    let empty_rps = empty_run.requests as f64 / empty_run.elapsed.as_secs_f64();
+    println!();
+    println!("machine limits (same run):");
+    println!("  disk fdatasync rate           {fsyncs:>10.0} /s");
+    println!(
+        "  empty HTTP handler            {empty_rps:>10.0} requests/s  (p50 {:.2?}, p99 {:.2?})",
+        empty_run.percentile(0.5),
+        empty_run.percentile(0.99)
+    );
+    println!("tideway collect:");
+    println!(
+        "  accepted                      {eps:>10.0} events/s   ({} events in {secs:.2} s, {} failed requests)",
+        run.events, run.failed
+    );
+    println!(
+        "  requests                      {rps:>10.0} /s         ({:.0}% of the empty handler)",
+        100.0 * rps / empty_rps
+    );
+    println!(
+        "  ack latency                   p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        run.percentile(0.5),
+        run.percentile(0.99),
+        run.percentile(1.0)
+    );
+    if syncs > 0 {
+        println!(
+            "  group commit                  {:.1} requests per fdatasync ({syncs} syncs; {:.0}% of the disk's sync rate used)",
+            run.requests as f64 / syncs as f64,
+            100.0 * syncs as f64 / secs / fsyncs
+        );
+    }
+    println!("  lag, last ack to in the lake  {lag:.2?}");
+    println!("  peak RSS (server + load gen)  {:.0} MiB", peak_rss_mib());
+    Ok(())
+}
+
+/// fdatasync calls the log made so far (from its metrics histogram count).
+fn fsync_count() -> u64 {
+    let text = tideway_collect::service::metrics_handle().render();
+    text.lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "{}_count",
+                tideway_collect::metrics::LOG_FSYNC_SECONDS
+            ))
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
