@@ -248,6 +248,14 @@ async fn ingest_inner(
         Err(e) => return e.into_response(),
     };
     metrics::counter!(m::BYTES_RECEIVED).increment(body.len() as u64);
+    // Invalid UTF-8 would make the whole body unreadable; instead the bad bytes become U+FFFD
+    // and the events that hold them are rejected below, so the rest of a batch is kept.
+    let invalid_utf8 = std::str::from_utf8(&body).is_err();
+    let body: Bytes = if invalid_utf8 {
+        String::from_utf8_lossy(&body).into_owned().into()
+    } else {
+        body
+    };
     let top: Top<'_> = match serde_json::from_slice(&body) {
         Ok(t) => t,
         Err(e) => {
@@ -314,7 +322,16 @@ async fn ingest_inner(
         let now = received_at.timestamp();
         let mut checked = Vec::with_capacity(events.len());
         for (index, raw) in events.iter().enumerate() {
-            match event::check(raw, &env) {
+            let checked_event = if invalid_utf8 && raw.get().contains('\u{FFFD}') {
+                Err(Rejection {
+                    field: String::new(),
+                    code: "invalid_utf8",
+                    message: "the event is not valid UTF-8; its bad bytes are shown as U+FFFD in the dead-letter table".into(),
+                })
+            } else {
+                event::check(raw, &env)
+            };
+            match checked_event {
                 Ok(meta) => checked.push((meta, *raw)),
                 Err(r) => {
                     let claimed = claimed_type(raw);

@@ -296,13 +296,24 @@ impl Loader {
                 report.skipped += 1;
                 continue;
             }
+            // The API checked the fields it knows; a value no JSON number type can hold
+            // (`1e999`) only shows here. Such an event is a dead letter, never a stuck loader.
             let event: Map<String, Value> = match serde_json::from_slice(body) {
                 Ok(e) => e,
                 Err(e) => {
-                    return Err(LoadError::Record {
+                    dead.push(DeadLetter {
                         offset: *offset,
-                        reason: format!("the event is not a JSON object: {e}"),
+                        source: meta.source.clone(),
+                        table: None,
+                        stage: "load",
+                        code: "unreadable_event".into(),
+                        field: None,
+                        reason: format!("the event cannot be read as JSON values: {e}"),
+                        message_id: meta.message_id.clone(),
+                        received_at: Some(meta.received_at.clone()),
+                        payload: String::from_utf8_lossy(body).into_owned(),
                     });
+                    continue;
                 }
             };
             report.events += 1;

@@ -38,6 +38,49 @@ pub struct Options {
 struct Body {
     bytes: bytes::Bytes,
     events: u64,
+    /// Where each `messageId` value's closing quote is, so a body sent again gets new ids
+    /// (a repeated id would be dropped as a duplicate, which is cheaper than storing it).
+    id_ends: Vec<usize>,
+}
+
+impl Body {
+    fn new(bytes: Vec<u8>, events: u64) -> Body {
+        const KEY: &[u8] = b"\"messageId\":\"";
+        let mut id_ends = Vec::new();
+        let mut at = 0;
+        while let Some(p) = find(&bytes[at..], KEY) {
+            let start = at + p + KEY.len();
+            let Some(len) = bytes[start..].iter().position(|b| *b == b'"') else {
+                break;
+            };
+            if len >= 8 {
+                id_ends.push(start + len);
+            }
+            at = start + len;
+        }
+        Body {
+            bytes: bytes.into(),
+            events,
+            id_ends,
+        }
+    }
+
+    /// The body for its `round`-th use: the last 8 characters of each id carry the round.
+    fn for_round(&self, round: usize) -> bytes::Bytes {
+        if round == 0 {
+            return self.bytes.clone();
+        }
+        let mut b = self.bytes.to_vec();
+        let tag = format!("{:08x}", round as u32);
+        for end in &self.id_ends {
+            b[end - 8..*end].copy_from_slice(tag.as_bytes());
+        }
+        b.into()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn load_bodies(data: &Path, shape: Shape, events: usize) -> Result<Vec<Body>> {
@@ -64,10 +107,7 @@ fn load_bodies(data: &Path, shape: Shape, events: usize) -> Result<Vec<Body>> {
                     let text = std::fs::read(&f)?;
                     let v: serde_json::Value = serde_json::from_slice(&text)?;
                     let n = v["batch"].as_array().map_or(0, Vec::len);
-                    bodies.push(Body {
-                        bytes: text.into(),
-                        events: n as u64,
-                    });
+                    bodies.push(Body::new(text, n as u64));
                     total += n;
                     if total >= events {
                         break 'outer;
@@ -89,10 +129,7 @@ fn load_bodies(data: &Path, shape: Shape, events: usize) -> Result<Vec<Body>> {
                         continue;
                     }
                     v.as_object_mut().map(|o| o.remove("type"));
-                    bodies.push(Body {
-                        bytes: serde_json::to_vec(&v)?.into(),
-                        events: 1,
-                    });
+                    bodies.push(Body::new(serde_json::to_vec(&v)?, 1));
                     total += 1;
                     if total >= events {
                         break 'outer2;
@@ -162,31 +199,31 @@ async fn drive(
                 if i >= total_requests {
                     break;
                 }
-                if let Some(iv) = interval {
-                    tokio::time::sleep_until(due.into()).await;
-                    due += iv;
-                }
+                // With a schedule, latency counts from when the request was due (a late start
+                // is latency too: no coordinated omission).
+                let scheduled = match interval {
+                    Some(iv) => {
+                        let at = due;
+                        tokio::time::sleep_until(at.into()).await;
+                        due += iv;
+                        Some(at)
+                    }
+                    None => None,
+                };
                 let body = &bodies[i % bodies.len()];
+                let bytes = body.for_round(i / bodies.len());
                 let sent = Instant::now();
                 let resp = client
                     .post(&url)
                     .basic_auth("wk_bench", Some(""))
                     .header("content-type", "application/json")
-                    .body(body.bytes.clone())
+                    .body(bytes)
                     .send()
                     .await;
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
-                        // With a schedule, latency counts from when the request was due.
-                        let from = if interval.is_some() {
-                            due.checked_sub(interval.unwrap_or_default())
-                                .unwrap_or(sent)
-                                .min(sent)
-                        } else {
-                            sent
-                        };
-                        latencies.push(from.elapsed());
+                        latencies.push(scheduled.unwrap_or(sent).elapsed());
                         events.fetch_add(body.events, Ordering::Relaxed);
                     }
                     _ => {

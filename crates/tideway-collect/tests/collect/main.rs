@@ -1,4 +1,5 @@
 //! The collector's integration tests: one binary.
 
+mod fuzz;
 mod http;
 mod log;
