@@ -59,14 +59,6 @@ pub enum LoadError {
     /// Writing the lake failed.
     #[error(transparent)]
     Lake(#[from] LakeError),
-    /// A log record cannot be read back: the log is damaged.
-    #[error("log record {offset} cannot be read: {reason}")]
-    Record {
-        /// Its offset.
-        offset: u64,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 impl Faulty for LoadError {
@@ -74,7 +66,6 @@ impl Faulty for LoadError {
         match self {
             LoadError::Log(e) => e.fault(),
             LoadError::Lake(e) => e.fault(),
-            LoadError::Record { .. } => Fault::Internal,
         }
     }
 }
@@ -220,12 +211,34 @@ impl Loader {
             if !pending.is_empty() && (due || stopping) {
                 let batch = std::mem::take(&mut pending);
                 first_at = None;
-                self.load(&batch).await?;
+                self.load_retrying(&batch).await;
             }
             let end = self.log.stats().end;
             metrics::gauge!(m::LOADER_LAG_EVENTS).set(end.saturating_sub(self.next) as f64);
             if stopping {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Loads one batch, retrying with backoff until it commits: while the lake is unreachable
+    /// the log holds the events, and once it is full the API answers 429 (back-pressure).
+    async fn load_retrying(&mut self, batch: &[Record]) {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.load(batch).await {
+                Ok(_) => return,
+                Err(e) => {
+                    metrics::counter!(m::LOADER_ERRORS, "fault" => e.fault().to_string())
+                        .increment(1);
+                    tracing::error!(error = %e, retry_in = ?delay, "lake loader: the batch did not commit; retrying");
+                    // Another attempt starts from what each table recorded.
+                    for state in self.tables.values_mut() {
+                        state.loaded = false;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
             }
         }
     }
@@ -259,15 +272,26 @@ impl Loader {
             ..LoadReport::default()
         };
 
+        let mut dead: Vec<DeadLetter> = Vec::new();
         let mut parsed: Vec<(u64, Meta, &[u8])> = Vec::with_capacity(records.len());
         for r in records {
-            let (meta, body) = Meta::parse(&r.payload).map_err(|reason| LoadError::Record {
-                offset: r.offset,
-                reason,
-            })?;
-            parsed.push((r.offset, meta, body));
+            match Meta::parse(&r.payload) {
+                Ok((meta, body)) => parsed.push((r.offset, meta, body)),
+                // Only a bug or a damaged disk can get here; the record is kept, not skipped.
+                Err(reason) => dead.push(DeadLetter {
+                    offset: r.offset,
+                    source: String::new(),
+                    table: None,
+                    stage: "load",
+                    code: "unreadable_record".into(),
+                    field: None,
+                    reason,
+                    message_id: None,
+                    received_at: None,
+                    payload: String::from_utf8_lossy(&r.payload).into_owned(),
+                }),
+            }
         }
-        let mut dead: Vec<DeadLetter> = Vec::new();
         let mut by_table: BTreeMap<TableName, Vec<Pending<'_>>> = BTreeMap::new();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         for (offset, meta, body) in &parsed {
@@ -387,6 +411,13 @@ impl Loader {
         }
         self.log.commit(CONSUMER, to).await?;
         self.next = to;
+        if let Some(received) = parsed
+            .first()
+            .and_then(|(_, m, _)| parse_time(&m.received_at))
+        {
+            let waited = (Utc::now() - received).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!(m::LOADER_LAG_SECONDS).set(waited);
+        }
         debug!(
             from,
             to,

@@ -20,8 +20,10 @@ pub const LOG_BYTES: &str = "tideway_log_bytes";
 pub const LOG_END_OFFSET: &str = "tideway_log_end_offset";
 /// Records the lake loader has not yet committed.
 pub const LOADER_LAG_EVENTS: &str = "tideway_loader_lag_events";
-/// Seconds between receiving the oldest unloaded event and now.
+/// Seconds the oldest event of the last committed batch waited, from its arrival to its commit.
 pub const LOADER_LAG_SECONDS: &str = "tideway_loader_lag_seconds";
+/// Batches the loader failed to commit (and retried), by fault.
+pub const LOADER_ERRORS: &str = "tideway_loader_errors_total";
 /// Rows the loader committed, by table.
 pub const LOADER_ROWS: &str = "tideway_loader_rows_total";
 /// Dead-letter rows the loader wrote, by reason.

@@ -46,7 +46,8 @@ pub async fn start(config: CollectConfig, log_options: FileLogOptions) -> Server
     )
     .await
     .unwrap();
-    let collector = Collector::new(config, log.clone(), Dedupe::new(86_400, 1_000_000));
+    let collector = Collector::new(config, log.clone(), Dedupe::new(86_400, 1_000_000))
+        .with_metrics(tideway_collect::service::metrics_handle());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Arc::new(collector))).await });
@@ -541,4 +542,33 @@ async fn settings_cors_health_and_metrics() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
+    let (status, _) = s
+        .post(
+            "/v1/track",
+            Some("wk_test_web"),
+            r#"{"userId":"u","event":"E"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "tideway_collect_requests_total",
+        "tideway_collect_events_received_total",
+        "tideway_log_fsync_seconds",
+        "tideway_log_bytes",
+        "tideway_collect_request_seconds",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
 }
