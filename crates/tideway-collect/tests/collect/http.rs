@@ -572,3 +572,167 @@ async fn settings_cors_health_and_metrics() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_path_accepts_its_event() {
+    let s = start(config(), FileLogOptions::default()).await;
+    let cases = [
+        (
+            "/v1/track",
+            r#"{"userId":"u","event":"Clicked","messageId":"p1"}"#,
+            "tracks",
+        ),
+        (
+            "/v1/t",
+            r#"{"userId":"u","event":"Clicked","messageId":"p2"}"#,
+            "tracks",
+        ),
+        (
+            "/v1/identify",
+            r#"{"userId":"u","traits":{"a":1},"messageId":"p3"}"#,
+            "identifies",
+        ),
+        (
+            "/v1/i",
+            r#"{"userId":"u","traits":{"a":2},"messageId":"p4"}"#,
+            "identifies",
+        ),
+        (
+            "/v1/page",
+            r#"{"anonymousId":"a","name":"Home","messageId":"p5"}"#,
+            "pages",
+        ),
+        (
+            "/v1/p",
+            r#"{"anonymousId":"a","name":"Home","messageId":"p6"}"#,
+            "pages",
+        ),
+        (
+            "/v1/screen",
+            r#"{"anonymousId":"a","name":"Feed","messageId":"p7"}"#,
+            "screens",
+        ),
+        (
+            "/v1/s",
+            r#"{"anonymousId":"a","name":"Feed","messageId":"p8"}"#,
+            "screens",
+        ),
+        (
+            "/v1/group",
+            r#"{"userId":"u","groupId":"g","messageId":"p9"}"#,
+            "groups",
+        ),
+        (
+            "/v1/g",
+            r#"{"userId":"u","groupId":"g","messageId":"p10"}"#,
+            "groups",
+        ),
+        (
+            "/v1/alias",
+            r#"{"userId":"u","previousId":"a","messageId":"p11"}"#,
+            "aliases",
+        ),
+        (
+            "/v1/a",
+            r#"{"userId":"u","previousId":"a","messageId":"p12"}"#,
+            "aliases",
+        ),
+        (
+            "/v1/batch",
+            r#"{"batch":[{"type":"track","userId":"u","event":"Clicked","messageId":"p13"}]}"#,
+            "tracks",
+        ),
+        (
+            "/v1/b",
+            r#"{"batch":[{"type":"screen","userId":"u","name":"X","messageId":"p14"}]}"#,
+            "screens",
+        ),
+        (
+            "/v1/import",
+            r#"{"batch":[{"type":"page","userId":"u","messageId":"p15","timestamp":"2020-01-01T00:00:00Z"}]}"#,
+            "pages",
+        ),
+        (
+            "/beacon/v1/batch?writeKey=wk_test_server",
+            r#"{"batch":[{"type":"group","userId":"u","groupId":"g2","messageId":"p16"}]}"#,
+            "groups",
+        ),
+    ];
+    for (path, body, _) in cases {
+        let key = (!path.contains("writeKey")).then_some("wk_test_server");
+        let (status, answer) = s.post(path, key, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(answer["success"], true, "{path}");
+    }
+    s.load().await;
+    for (path, body, table) in cases {
+        let id = body
+            .split("\"messageId\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let rows = s
+            .query(&format!("SELECT id FROM server.{table} WHERE id = '{id}'"))
+            .await;
+        assert_eq!(rows.len(), 1, "{path}: {id} not in server.{table}");
+    }
+    // /v1/import keeps the client's historical time.
+    let rows = s
+        .query("SELECT CAST(timestamp AS VARCHAR) AS t FROM server.pages WHERE id = 'p15'")
+        .await;
+    assert!(
+        rows[0]["t"].as_str().unwrap().starts_with("2020-01-01"),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_dedupe_window_survives_a_restart() {
+    use tideway_collect::service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(
+        dir.path().join("lake").to_str().unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let log_dir = dir.path().join("log");
+    let client = reqwest::Client::new();
+    let body = r#"{"batch":[{"type":"track","userId":"u1","event":"A","messageId":"once"}]}"#;
+    // Three lives: a clean stop (snapshot written), then a start without the snapshot (as
+    // after a crash before the first snapshot: rebuilt from the log), then a normal one.
+    for life in 0..3 {
+        if life == 2 {
+            std::fs::remove_file(log_dir.join("dedupe.snapshot")).unwrap();
+        }
+        let service = Service::start(lake.clone(), &config(), &log_dir)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/batch", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(service.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let resp = client
+            .post(&url)
+            .basic_auth("wk_test_server", Some(""))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = stop.send(());
+        serving.await.unwrap().unwrap();
+    }
+    let rows = match lake.sql("SELECT id FROM server.tracks").await.unwrap() {
+        SqlOutput::Rows(r) => r.num_rows(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        rows, 1,
+        "the same messageId was stored more than once across restarts"
+    );
+}
