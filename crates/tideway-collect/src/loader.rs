@@ -82,7 +82,7 @@ pub struct LoaderOptions {
 impl Default for LoaderOptions {
     fn default() -> Self {
         LoaderOptions {
-            batch_events: 200_000,
+            batch_events: 100_000,
             batch_age: Duration::from_secs(3),
         }
     }
@@ -457,19 +457,35 @@ impl Loader {
         merge: bool,
         to: u64,
     ) -> Result<(), LoadError> {
+        let written = batch.schema();
         let write = if merge {
             self.lake.merge(name, vec![batch], &["id"])
         } else {
             self.lake.append(name, vec![batch])
         };
         let commit = write.with_txn(Txn::new(TXN_APP, to as i64)).await?;
-        if !commit.variant_columns.is_empty() {
-            warn!(table = %name, variants = ?commit.variant_columns, "lake loader: the lake put conflicting values in variant columns");
-        }
         let state = self.tables.entry(name.clone()).or_default();
         state.version = Some(to as i64);
-        // The schema may have grown: read it again before the next batch.
-        state.loaded = false;
+        if commit.variant_columns.is_empty() && commit.widened_columns.is_empty() {
+            // The table now has its old columns plus the batch's new ones, with the batch's
+            // types: no need to read its log again before the next batch.
+            let mut fields: Vec<Field> = state
+                .schema
+                .as_ref()
+                .map(|s| s.fields().iter().map(|f| f.as_ref().clone()).collect())
+                .unwrap_or_default();
+            for f in written.fields() {
+                if !fields.iter().any(|g| g.name() == f.name()) {
+                    fields.push(f.as_ref().clone());
+                }
+            }
+            state.schema = Some(Arc::new(Schema::new(fields)));
+        } else {
+            // Someone else's writes made the table differ from what this loader thought.
+            warn!(table = %name, variants = ?commit.variant_columns, widened = ?commit.widened_columns,
+                "lake loader: the table's schema differed from the loader's view; reloading it");
+            state.loaded = false;
+        }
         Ok(())
     }
 

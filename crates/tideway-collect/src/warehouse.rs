@@ -18,7 +18,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use tideway_core::warehouse::{column_name, event_value, table_name};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use tideway_core::warehouse;
 
 use crate::event::{Meta, parse_time};
 
@@ -57,6 +60,46 @@ impl Row {
     pub fn get(&self, column: &str) -> Option<&Cell> {
         self.cells.iter().find(|(c, _)| c == column).map(|(_, v)| v)
     }
+}
+
+thread_local! {
+    /// Names already computed: the same few hundred keys repeat in every event, and the
+    /// naming rules are far slower than a lookup.
+    static NAMES: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+}
+
+/// Distinct names remembered per thread; past this the cache starts over (memory bound
+/// against events with unbounded key sets).
+const NAME_CACHE: usize = 100_000;
+
+fn cached(key: String, compute: impl FnOnce() -> String) -> String {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(name) = names.get(&key) {
+            return name.clone();
+        }
+        if names.len() >= NAME_CACHE {
+            names.clear();
+        }
+        let name = compute();
+        names.insert(key, name.clone());
+        name
+    })
+}
+
+fn column_name(path: &[String]) -> String {
+    cached(path.join("\u{1}"), || {
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        warehouse::column_name(&parts)
+    })
+}
+
+fn table_name(event: &str) -> String {
+    cached(format!("\u{2}t{event}"), || warehouse::table_name(event))
+}
+
+fn event_value(event: &str) -> String {
+    cached(format!("\u{2}e{event}"), || warehouse::event_value(event))
 }
 
 /// Objects deeper than this stay JSON text.
@@ -215,8 +258,7 @@ pub fn flatten_into(
             }
             other => {
                 if let Some(cell) = cell_of(other) {
-                    let parts: Vec<&str> = path.iter().map(String::as_str).collect();
-                    let column = column_name(&parts);
+                    let column = column_name(path);
                     if !column.is_empty() {
                         row.set(column, cell);
                     }

@@ -160,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
+    let stop = shutdown_signal()?;
     let config = &project.config.collect;
     if config.sources.is_empty() {
         anyhow::bail!(
@@ -179,30 +180,31 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
         sources.join(", "),
         log_dir.display()
     );
-    service.serve(listener, shutdown_signal()).await?;
+    service.serve(listener, stop).await?;
     eprintln!("stopped: every received event is in the lake");
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that comes early is not lost (or fatal).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -397,7 +397,7 @@ fn serve(project: &Path) -> std::process::Child {
         .arg("serve")
         .env_remove("TIDEWAY_LOG")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(project.join("serve.log")).unwrap())
         .spawn()
         .unwrap()
 }
@@ -500,7 +500,12 @@ fn kill_9_during_load_loses_no_acknowledged_event_and_duplicates_none() {
             .unwrap()
             .success()
     );
-    assert!(server.wait().unwrap().success());
+    let exit = server.wait().unwrap();
+    assert!(
+        exit.success(),
+        "{exit}: {}",
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap()
+    );
     eprintln!("final run: {:?}", started.elapsed());
 
     let out = ok(&tideway(
