@@ -87,19 +87,22 @@ impl Collector {
 
     /// Writes the dedupe index (covering the log up to its current end) next to the log.
     pub fn snapshot_dedupe(&self, path: &std::path::Path) -> std::io::Result<u64> {
-        let dedupe = self.dedupe.lock().expect("dedupe lock");
-        // Under the lock no append can slip between the index and the offset.
-        let end = self.log.stats().end;
-        dedupe.snapshot(path, end)?;
+        let (frozen, end) = {
+            let dedupe = self.dedupe.lock().expect("dedupe lock");
+            // Every id settled so far has its record below `end`: an id that settles later
+            // has its record at or after it, and the replay from `end` finds it.
+            (dedupe.freeze(), self.log.stats().end)
+        };
+        frozen.write(path, end)?;
         Ok(end)
     }
 
     /// Adds the ids of events already in the log (replay after a restart).
     pub fn remember(&self, source: &str, message_id: &str, unix_secs: i64) {
-        self.dedupe
-            .lock()
-            .expect("dedupe lock")
-            .insert(dedupe::key(source, message_id), unix_secs);
+        let key = dedupe::key(source, message_id);
+        let mut d = self.dedupe.lock().expect("dedupe lock");
+        d.insert(key, unix_secs);
+        d.settle(key);
     }
 }
 
@@ -365,27 +368,32 @@ async fn ingest_inner(
         metrics::counter!(m::EVENTS_DUPLICATE, "source" => source.to_string())
             .increment(duplicates);
     }
-    if !records.is_empty()
-        && let Err(e) = c.log.append(records).await
-    {
-        let mut dedupe = c.dedupe.lock().expect("dedupe lock");
-        for key in keys {
-            dedupe.remove(key);
+    let mut in_flight = InFlight {
+        dedupe: &c.dedupe,
+        keys,
+        durable: false,
+    };
+    if !records.is_empty() {
+        match c.log.append(records).await {
+            Ok(_) => in_flight.durable = true,
+            Err(e) => {
+                return match e {
+                    LogError::Full { .. } => {
+                        error(StatusCode::TOO_MANY_REQUESTS, "log_full", e.to_string())
+                    }
+                    other => {
+                        warn!(error = %other, "collect: could not store events");
+                        error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "storage_unavailable",
+                            "the events could not be stored; retry later",
+                        )
+                    }
+                };
+            }
         }
-        return match e {
-            LogError::Full { .. } => {
-                error(StatusCode::TOO_MANY_REQUESTS, "log_full", e.to_string())
-            }
-            other => {
-                warn!(error = %other, "collect: could not store events");
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "the events could not be stored; retry later",
-                )
-            }
-        };
     }
+    drop(in_flight);
     metrics::counter!(m::EVENTS_RECEIVED, "source" => source.to_string()).increment(accepted);
     if accepted == 0 && duplicates == 0 && !rejected.is_empty() {
         let (index, r) = &rejected[0];
@@ -412,6 +420,32 @@ async fn ingest_inner(
             .collect();
     }
     (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+/// The ids a request added to the dedupe index: settled once its events are durable, and
+/// forgotten otherwise, also when the request is dropped half-way (the client went away), so
+/// that a retry is accepted. (If the append still lands after such a drop, the retry is stored
+/// twice: at least once, never lost.)
+struct InFlight<'a> {
+    dedupe: &'a Mutex<Dedupe>,
+    keys: Vec<u64>,
+    durable: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut d = self.dedupe.lock().expect("dedupe lock");
+        for key in &self.keys {
+            if self.durable {
+                d.settle(*key);
+            } else {
+                d.remove(*key);
+            }
+        }
+    }
 }
 
 fn claimed_type(raw: &RawValue) -> Option<String> {
@@ -536,10 +570,12 @@ async fn settings(
             format!("unknown write key `{}`", redact(&write_key)),
         );
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let header_text = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
+    let host = header_text("x-forwarded-host")
+        .or(header_text("host"))
         .unwrap_or("127.0.0.1:8080");
+    // Behind a TLS proxy the page is https: http would be blocked as mixed content.
+    let protocol = header_text("x-forwarded-proto").unwrap_or("http");
     // analytics.js posts to `${protocol}://${apiHost}/t` etc.; it reads everything else here
     // and needs `plan` and `integrations` to be objects.
     axum::Json(json!({
@@ -547,7 +583,7 @@ async fn settings(
             "Segment.io": {
                 "apiKey": write_key,
                 "apiHost": format!("{host}/v1"),
-                "protocol": "http",
+                "protocol": protocol,
                 "unbundledIntegrations": [],
                 "addBundledMetadata": true,
                 "maybeBundledConfigIds": {},

@@ -34,6 +34,15 @@ pub struct Dedupe {
     capacity: usize,
     len: usize,
     buckets: VecDeque<(i64, HashSet<u64, BuildKey>)>,
+    /// Keys whose events are not yet durable: a snapshot leaves them out (a crash before the
+    /// sync must not leave an id behind whose event was never stored).
+    in_flight: HashSet<u64, BuildKey>,
+}
+
+/// A copy of the index to write without holding its lock.
+#[derive(Debug)]
+pub struct Frozen {
+    buckets: Vec<(i64, Vec<u64>)>,
 }
 
 /// The keys are hashes already; hashing them again would waste time.
@@ -82,6 +91,7 @@ impl Dedupe {
             capacity: capacity.max(1),
             len: 0,
             buckets: VecDeque::new(),
+            in_flight: HashSet::with_hasher(BuildKey),
         }
     }
 
@@ -113,6 +123,7 @@ impl Dedupe {
             }
         }
         self.len += 1;
+        self.in_flight.insert(key);
         while self.len > self.capacity && self.buckets.len() > 1 {
             let (h, set) = self.buckets.pop_front().expect("more than one bucket");
             self.len -= set.len();
@@ -126,8 +137,14 @@ impl Dedupe {
         true
     }
 
+    /// Marks `key`'s event as durable.
+    pub fn settle(&mut self, key: u64) {
+        self.in_flight.remove(&key);
+    }
+
     /// Forgets `key` (its event was not stored after all, so a retry must be accepted).
     pub fn remove(&mut self, key: u64) {
+        self.in_flight.remove(&key);
         for (_, set) in self.buckets.iter_mut().rev() {
             if set.remove(&key) {
                 self.len -= 1;
@@ -137,8 +154,10 @@ impl Dedupe {
     }
 
     fn expire(&mut self, now_hour: i64) {
+        // A bucket holds ids from anywhere in its hour: it goes only when all of them are
+        // older than the window.
         while let Some((h, set)) = self.buckets.front() {
-            if now_hour - *h < self.window_hours {
+            if now_hour - *h <= self.window_hours {
                 break;
             }
             self.len -= set.len();
@@ -146,24 +165,27 @@ impl Dedupe {
         }
     }
 
+    /// A copy of the durable part of the index (cheap next to writing it).
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(h, set)| {
+                    let keys = set
+                        .iter()
+                        .copied()
+                        .filter(|k| !self.in_flight.contains(k))
+                        .collect();
+                    (*h, keys)
+                })
+                .collect(),
+        }
+    }
+
     /// Writes the index, covering the log up to `offset`, atomically to `path`.
     pub fn snapshot(&self, path: &Path, offset: u64) -> io::Result<()> {
-        let tmp = path.with_extension("snapshot.tmp");
-        let mut buf = Vec::with_capacity(MAGIC.len() + 12 + self.len * 8 + self.buckets.len() * 16);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&offset.to_le_bytes());
-        buf.extend_from_slice(&(self.buckets.len() as u32).to_le_bytes());
-        for (hour, set) in &self.buckets {
-            buf.extend_from_slice(&hour.to_le_bytes());
-            buf.extend_from_slice(&(set.len() as u64).to_le_bytes());
-            for k in set {
-                buf.extend_from_slice(&k.to_le_bytes());
-            }
-        }
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&buf)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        self.freeze().write(path, offset)
     }
 
     /// Loads a snapshot; returns the index and the log offset to replay from. A missing file
@@ -211,6 +233,31 @@ impl Dedupe {
     }
 }
 
+impl Frozen {
+    /// Writes the copy, covering the log up to `offset`, atomically to `path`.
+    pub fn write(&self, path: &Path, offset: u64) -> io::Result<()> {
+        let tmp = path.with_extension("snapshot.tmp");
+        let keys: usize = self.buckets.iter().map(|(_, k)| k.len()).sum();
+        let mut buf = Vec::with_capacity(MAGIC.len() + 12 + keys * 8 + self.buckets.len() * 16);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&offset.to_le_bytes());
+        buf.extend_from_slice(&(self.buckets.len() as u32).to_le_bytes());
+        for (hour, keys) in &self.buckets {
+            buf.extend_from_slice(&hour.to_le_bytes());
+            buf.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+            for k in keys {
+                buf.extend_from_slice(&k.to_le_bytes());
+            }
+        }
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&buf)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +272,11 @@ mod tests {
             d.insert(key("app", "m1"), t0),
             "another source's id is another event"
         );
-        // Well past the window the id is forgotten.
+        // An id from the last second of an hour is still caught 24 h later...
+        let late = t0 - t0.rem_euclid(3600) + 3599;
+        assert!(d.insert(key("web", "m2"), late));
+        assert!(!d.insert(key("web", "m2"), late + 24 * 3600));
+        // ...and well past the window it is forgotten.
         assert!(d.insert(key("web", "m1"), t0 + 26 * 3600));
     }
 
@@ -245,7 +296,10 @@ mod tests {
         let mut d = Dedupe::new(3600 * 24, 1000);
         for i in 0..50u64 {
             d.insert(i, 1_800_000_000 + (i as i64) * 600);
+            d.settle(i);
         }
+        d.insert(1000, 1_800_000_000);
+        // An id whose event is not yet durable stays out of the snapshot.
         d.snapshot(&path, 77).unwrap();
         let (mut back, offset) = Dedupe::load(&path, 3600 * 24, 1000).unwrap();
         assert_eq!((offset, back.len()), (77, 50));

@@ -267,7 +267,16 @@ pub fn check(raw: &RawValue, env: &Envelope<'_>) -> Result<Meta, Rejection> {
     let received = env.received_at;
     let timestamp = match env.timestamps {
         TimestampMode::Segment => match (original, sent_at) {
-            (Some(o), Some(s)) => received - (s - o),
+            // Checked: absurd years (chrono parses ±262143) must not overflow.
+            (Some(o), Some(s)) => received
+                .checked_add_signed(o.signed_duration_since(s))
+                .ok_or_else(|| {
+                    Rejection::new(
+                        "sentAt",
+                        "invalid_value",
+                        "`sentAt` and `originalTimestamp`/`timestamp` are too far apart to correct the clock skew",
+                    )
+                })?,
             (Some(o), None) => o,
             (None, _) => received,
         },
@@ -565,6 +574,21 @@ mod tests {
             let r = check_str(text, &env(path)).unwrap_err();
             assert_eq!((r.field.as_str(), r.code), (field, code), "{text}: {r:?}");
         }
+    }
+
+    #[test]
+    fn absurd_years_are_refused_not_a_panic() {
+        let r = check_str(
+            r#"{"userId":"u","event":"e","timestamp":"-200000-01-01","sentAt":"+200000-01-01"}"#,
+            &env(Some("track")),
+        );
+        assert!(r.is_err() || r.is_ok());
+        let r = check_str(
+            r#"{"userId":"u","event":"e","timestamp":"-262000-01-01T00:00:00Z","sentAt":"+262000-01-01T00:00:00Z"}"#,
+            &env(Some("track")),
+        )
+        .unwrap_err();
+        assert_eq!(r.field, "sentAt");
     }
 
     #[test]

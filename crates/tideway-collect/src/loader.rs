@@ -43,7 +43,9 @@ use crate::log::{EventLog, LogError, Record};
 use crate::metrics as m;
 use crate::warehouse::{self, Cell, Row};
 
-/// The transaction application id of the loader's commits.
+/// The transaction application id of the loader's commits is this prefix and the log's id
+/// (`collect:<uuid>`): offsets of a new log (a lost or replaced log directory) start again at
+/// 0 and must not be mistaken for ones the lake already holds.
 pub const TXN_APP: &str = "collect";
 /// The log consumer name of the lake loader.
 pub const CONSUMER: &str = "lake";
@@ -121,6 +123,7 @@ pub struct Loader {
     options: LoaderOptions,
     next: u64,
     tables: HashMap<TableName, TableState>,
+    txn_app: String,
 }
 
 /// A row bound for a table, with the log offset it came from and its raw event (for dead
@@ -162,12 +165,14 @@ impl Loader {
             }
         };
         info!(offset = next, "lake loader: resuming");
+        let txn_app = format!("{TXN_APP}:{}", log.id());
         Ok(Loader {
             lake,
             log,
             options,
             next,
             tables: HashMap::new(),
+            txn_app,
         })
     }
 
@@ -196,8 +201,20 @@ impl Loader {
                 .max(1);
             let from = self.next + pending.len() as u64;
             let read = tokio::select! {
-                r = self.log.read(from, want.min(50_000), wait.max(Duration::from_millis(1))) => Some(r?),
+                r = self.log.read(from, want.min(50_000), wait.max(Duration::from_millis(1))) => Some(r),
                 () = &mut stop => None,
+            };
+            let read = match read {
+                Some(Ok(records)) => Some(records),
+                Some(Err(e)) => {
+                    // The loader must not stop while the API accepts events: retry.
+                    metrics::counter!(m::LOADER_ERRORS, "fault" => e.fault().to_string())
+                        .increment(1);
+                    tracing::error!(error = %e, "lake loader: reading the event log failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                None => None,
             };
             let stopping = read.is_none();
             if let Some(records) = read {
@@ -433,7 +450,7 @@ impl Loader {
         if !loaded {
             let (version, schema) = match self.lake.load(name).await? {
                 Some(table) => (
-                    self.lake.txn_version(name, TXN_APP).await?,
+                    self.lake.txn_version(name, &self.txn_app).await?,
                     Some(Lake::schema_of(name, &table)?),
                 ),
                 None => (None, None),
@@ -463,7 +480,7 @@ impl Loader {
         } else {
             self.lake.append(name, vec![batch])
         };
-        let commit = write.with_txn(Txn::new(TXN_APP, to as i64)).await?;
+        let commit = write.with_txn(Txn::new(&self.txn_app, to as i64)).await?;
         let state = self.tables.entry(name.clone()).or_default();
         state.version = Some(to as i64);
         if commit.variant_columns.is_empty() && commit.widened_columns.is_empty() {
@@ -696,11 +713,27 @@ fn build(
                 cells[ci][r] = Some(v);
                 continue;
             }
-            let vi = *variants.entry((ci, vk)).or_insert_with(|| {
-                extra.push((variant_column(c, vk.label()), vk, vec![None; rows.len()]));
-                extra.len() - 1
-            });
-            extra[vi].2[r] = Some(v);
+            let vname = variant_column(c, vk.label());
+            let existing = index
+                .get(vname.as_str())
+                .copied()
+                .filter(|vi| kinds[*vi].accepts(vk));
+            let target = match existing {
+                // The variant column is already among the batch's columns (a stored `users`
+                // row carries it): the value joins it.
+                Some(vi) => {
+                    cells[vi][r] = Some(v);
+                    vname
+                }
+                None => {
+                    let vi = *variants.entry((ci, vk)).or_insert_with(|| {
+                        extra.push((vname, vk, vec![None; rows.len()]));
+                        extra.len() - 1
+                    });
+                    extra[vi].2[r] = Some(v);
+                    extra[vi].0.clone()
+                }
+            };
             dead.push(DeadLetter {
                 offset: p.offset,
                 source: p.meta.source.clone(),
@@ -713,7 +746,7 @@ fn build(
                     kinds[ci].label(),
                     show(v),
                     vk.label(),
-                    extra[vi].0
+                    target
                 ),
                 message_id: p.meta.message_id.clone(),
                 received_at: Some(p.meta.received_at.clone()),
@@ -836,6 +869,7 @@ fn rows_of(batch: &RecordBatch) -> Vec<Row> {
             Some(Kind::Time) => {
                 cast(column, &Kind::Time.data_type()).unwrap_or_else(|_| column.clone())
             }
+            Some(Kind::Bool) => column.clone(),
             _ => cast(column, &DataType::Utf8).unwrap_or_else(|_| column.clone()),
         };
         for (i, row) in rows.iter_mut().enumerate() {

@@ -5,8 +5,10 @@
 //! <dir>/00000000000000000000.log     segments, named by the offset of their first record
 //! <dir>/00000000000001048576.log     (20 digits, so they sort by name)
 //! <dir>/consumers/<name>.offset      each consumer's committed offset, decimal text
+//! <dir>/log.id                       the log's identity (a UUID), written once at creation
 //! ```
-//! A segment is a sequence of records, each `len: u32 LE | crc32(payload): u32 LE | payload`.
+//! A segment is a sequence of records, each
+//! `len: u32 LE | crc32(payload) ^ 0x54574C31: u32 LE | payload`.
 //! Records are only ever appended; a segment is sealed when it passes the segment size and a
 //! new one starts. The last segment always exists (it may be empty), so its name plus its
 //! record count is the next offset, even when every older segment has been deleted.
@@ -21,7 +23,7 @@
 //! # Recovery
 //! On open, the last segment is scanned record by record; the first record that is short or
 //! fails its checksum marks a torn tail (a crash during an unacknowledged append), and the file
-//! is cut there. Sealed segments were synced whole before the next one began and are not
+//! is cut there; the cut bytes are kept in `<segment>.torn-<position>` for inspection. Sealed segments were synced whole before the next one began and are not
 //! rescanned.
 
 use std::collections::BTreeMap;
@@ -42,6 +44,13 @@ use super::{EventLog, LogError, LogStats, Record};
 use crate::metrics as m;
 
 const HEADER: usize = 8;
+/// Mixed into each checksum, so that a zero-filled tail (what some file systems leave after a
+/// power loss) does not read as valid empty records: `crc32("")` is 0.
+const CRC_SALT: u32 = 0x5457_4C31;
+
+fn checksum(payload: &[u8]) -> u32 {
+    crc32fast::hash(payload) ^ CRC_SALT
+}
 /// Larger lengths in a header can only be garbage from a torn write.
 const MAX_RECORD: u32 = 256 << 20;
 
@@ -74,6 +83,7 @@ pub struct FileLog {
 
 #[derive(Debug)]
 struct Shared {
+    id: String,
     dir: PathBuf,
     options: FileLogOptions,
     /// Bytes on disk plus bytes queued for writing.
@@ -114,6 +124,16 @@ impl FileLog {
         let dir = dir.as_ref().to_path_buf();
         let consumers_dir = dir.join("consumers");
         fs::create_dir_all(&consumers_dir).map_err(io_err("create", &consumers_dir))?;
+        let id_path = dir.join("log.id");
+        let id = match fs::read_to_string(&id_path) {
+            Ok(id) => id.trim().to_string(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let id = uuid::Uuid::new_v4().to_string();
+                write_durably(&id_path, format!("{id}\n").as_bytes())?;
+                id
+            }
+            Err(e) => return Err(io_err("read", &id_path)(e)),
+        };
         let mut segments = BTreeMap::new();
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let entry = entry.map_err(io_err("list", &dir))?;
@@ -173,6 +193,7 @@ impl FileLog {
 
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            id,
             dir,
             options,
             bytes: AtomicU64::new(bytes),
@@ -224,6 +245,21 @@ impl Drop for Shared {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file, a rename and a sync of the directory,
+/// so that after a crash the file has either its old content or the new one.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io_err("write", &tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync directory", dir))
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -282,6 +318,14 @@ fn scan_tail(path: &Path) -> Result<(u64, u64), LogError> {
         }
     }
     if position < total {
+        // Kept aside rather than lost, in case the damage is not a torn write but rot.
+        let aside = path.with_extension(format!("torn-{position}"));
+        let mut tail = Vec::new();
+        let mut f = &file;
+        f.seek(SeekFrom::Start(position))
+            .and_then(|_| f.read_to_end(&mut tail))
+            .map_err(io_err("read", path))?;
+        fs::write(&aside, &tail).map_err(io_err("write", &aside))?;
         file.set_len(position).map_err(io_err("truncate", path))?;
         file.sync_all().map_err(io_err("sync", path))?;
     }
@@ -311,7 +355,7 @@ fn read_record(reader: &mut impl Read, payload: &mut Vec<u8>) -> Result<Option<u
     reader
         .read_exact(payload)
         .map_err(|_| format!("a record of {len} bytes is cut short"))?;
-    if crc32fast::hash(payload) != crc {
+    if checksum(payload) != crc {
         return Err("a record fails its checksum".into());
     }
     Ok(Some(len as usize))
@@ -373,7 +417,7 @@ fn writer_loop(
         for append in &group {
             for record in &append.records {
                 buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
-                buf.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+                buf.extend_from_slice(&checksum(record).to_le_bytes());
                 buf.extend_from_slice(record);
             }
         }
@@ -538,14 +582,11 @@ impl Shared {
                 });
             }
         }
-        let dir = self.dir.join("consumers");
-        let path = dir.join(format!("{consumer}.offset"));
-        let tmp = dir.join(format!("{consumer}.offset.tmp"));
-        let mut file = File::create(&tmp).map_err(io_err("write", &tmp))?;
-        file.write_all(format!("{offset}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+        let path = self
+            .dir
+            .join("consumers")
+            .join(format!("{consumer}.offset"));
+        write_durably(&path, format!("{offset}\n").as_bytes())?;
         let deletable: Vec<(u64, u64)> = {
             let mut state = self.state.lock().expect("log state lock");
             state.consumers.insert(consumer.to_string(), offset);
@@ -630,10 +671,29 @@ impl EventLog for FileLog {
         if end == from {
             return Ok(Vec::new());
         }
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.read_blocking(from, max_records, end))
-            .await
-            .map_err(|_| LogError::Closed)?
+        for attempt in 0..2 {
+            let shared = self.shared.clone();
+            let read =
+                tokio::task::spawn_blocking(move || shared.read_blocking(from, max_records, end))
+                    .await
+                    .map_err(|_| LogError::Closed)?;
+            match read {
+                // A consumer's commit deleted the segment a cached position pointed into
+                // between the lookup and the open: look again without the cache.
+                Err(LogError::Io { source, .. })
+                    if attempt == 0 && source.kind() == io::ErrorKind::NotFound =>
+                {
+                    self.shared
+                        .state
+                        .lock()
+                        .expect("log state lock")
+                        .cursors
+                        .clear();
+                }
+                other => return other,
+            }
+        }
+        Err(LogError::Closed)
     }
 
     async fn commit(&self, consumer: &str, offset: u64) -> Result<(), LogError> {
@@ -649,6 +709,10 @@ impl EventLog for FileLog {
         tokio::task::spawn_blocking(move || shared.commit_blocking(&consumer, offset))
             .await
             .map_err(|_| LogError::Closed)?
+    }
+
+    fn id(&self) -> &str {
+        &self.shared.id
     }
 
     fn committed(&self, consumer: &str) -> Option<u64> {

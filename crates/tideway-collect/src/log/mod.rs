@@ -129,4 +129,8 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
 
     /// Current sizes and positions.
     fn stats(&self) -> LogStats;
+
+    /// The log's identity, fixed when it was created: offsets mean something only within one
+    /// log, so whatever records an offset elsewhere records this id with it.
+    fn id(&self) -> &str;
 }

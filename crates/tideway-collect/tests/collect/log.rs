@@ -33,6 +33,9 @@ enum Torn {
     Payload(usize),
     /// A whole record whose checksum does not match (a torn sector in the middle).
     Checksum,
+    /// Zeros, as a file system may leave after a power loss (they would read as empty records
+    /// if the checksum of nothing were 0).
+    Zeros(usize),
 }
 
 fn record() -> impl Strategy<Value = Vec<u8>> {
@@ -47,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
             (1usize..8).prop_map(Torn::Header),
             (1usize..50).prop_map(Torn::Payload),
             Just(Torn::Checksum),
+            (8usize..64).prop_map(Torn::Zeros),
         ].prop_map(Op::Torn),
         1 => Just(Op::Restart),
         1 => (0usize..2, 0.0f64..=1.0).prop_map(|(c, f)| Op::Commit(c, f)),
@@ -147,6 +151,7 @@ async fn run(ops: Vec<Op>) {
                         f.write_all(&0u32.to_le_bytes()).unwrap();
                         f.write_all(&vec![7u8; n.min(99)]).unwrap();
                     }
+                    Torn::Zeros(n) => f.write_all(&vec![0u8; n]).unwrap(),
                     Torn::Checksum => {
                         f.write_all(&3u32.to_le_bytes()).unwrap();
                         f.write_all(&12345u32.to_le_bytes()).unwrap();
