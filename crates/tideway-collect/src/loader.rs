@@ -35,7 +35,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
 use tideway_core::naming::variant_column;
 use tideway_core::{Fault, Faulty};
-use tideway_lake::{Lake, LakeError, SYSTEM_SCHEMA, SqlOutput, TableName, Txn};
+use tideway_lake::{Lake, LakeError, SYSTEM_SCHEMA, TableName, Txn};
 use tracing::{debug, info, warn};
 
 use crate::event::{Meta, parse_time, rfc3339};
@@ -532,18 +532,39 @@ impl Loader {
             }
         }
         if self.tables.get(name).is_some_and(|s| s.schema.is_some()) && !order.is_empty() {
-            let list = order
-                .iter()
-                .map(|id| format!("'{}'", id.replace('\'', "''")))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT * FROM \"{}\".\"{}\" WHERE id IN ({list})",
-                name.schema(),
-                name.table()
-            );
-            if let SqlOutput::Rows(result) = self.lake.sql(&sql).await? {
-                for batch in &result.batches {
+            // A semi-join with the batch's ids: an `IN (...)` list of thousands of ids
+            // overflows the stack when delta-rs turns it into a file-skipping predicate.
+            let ids = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new(
+                    "__tideway_id",
+                    DataType::Utf8,
+                    false,
+                )])),
+                vec![
+                    Arc::new(deltalake::arrow::array::StringArray::from(order.clone())) as ArrayRef,
+                ],
+            )
+            .expect("one column of the declared type");
+            let ctx = self.lake.session();
+            self.lake.refresh().await?;
+            let stored = ctx
+                .table(format!("lake.\"{}\".\"{}\"", name.schema(), name.table()))
+                .await
+                .map_err(LakeError::from)?;
+            let batches = stored
+                .join(
+                    ctx.read_batch(ids).map_err(LakeError::from)?,
+                    deltalake::datafusion::prelude::JoinType::LeftSemi,
+                    &["id"],
+                    &["__tideway_id"],
+                    None,
+                )
+                .map_err(LakeError::from)?
+                .collect()
+                .await
+                .map_err(LakeError::from)?;
+            {
+                for batch in &batches {
                     for stored in rows_of(batch) {
                         let Some(Cell::Str(id)) = stored.get("id").cloned() else {
                             continue;

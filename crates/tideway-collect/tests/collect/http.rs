@@ -736,3 +736,38 @@ async fn the_dedupe_window_survives_a_restart() {
         "the same messageId was stored more than once across restarts"
     );
 }
+
+/// Regression: folding a batch with thousands of users into `users` overflowed the stack
+/// (an `IN` list of every id became a deeply nested delta-rs predicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_keep_the_latest_non_null_trait_over_thousands_of_users() {
+    let s = start(config(), FileLogOptions::default()).await;
+    let n = 3000;
+    let batch = |day: u32| {
+        let events: Vec<String> = (0..n)
+            .map(|i| {
+                let traits = if day == 1 {
+                    format!(r#"{{"email":"u{i}@x.io","plan":"free","admin":false}}"#)
+                } else {
+                    r#"{"plan":"pro"}"#.to_string()
+                };
+                format!(r#"{{"type":"identify","userId":"u{i}","messageId":"d{day}-{i}","traits":{traits}}}"#)
+            })
+            .collect();
+        format!(r#"{{"batch":[{}]}}"#, events.join(","))
+    };
+    for day in 1..=2 {
+        let (status, answer) = s.post("/v1/batch", Some("wk_test_server"), &batch(day)).await;
+        assert_eq!(status, 200, "{answer}");
+        s.load().await;
+    }
+    let rows = s
+        .query("SELECT count(*) AS n, count(email) AS emails, sum(CASE WHEN plan = 'pro' THEN 1 ELSE 0 END) AS pro, count(admin) AS admins FROM server.users")
+        .await;
+    assert_eq!(rows[0]["n"], n);
+    assert_eq!(rows[0]["emails"], n, "day 2 had no email: day 1's stays");
+    assert_eq!(rows[0]["pro"], n, "day 2's plan wins");
+    assert_eq!(rows[0]["admins"], n, "boolean traits survive the fold");
+    let dead = s.lake.tables().await.unwrap().iter().any(|t| t.to_string() == "_tideway.dead_letters");
+    assert!(!dead, "no conflicts, no dead letters");
+}
