@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 use crate::event::{Meta, parse_time, rfc3339};
 use crate::log::{EventLog, LogError, Record};
 use crate::metrics as m;
-use crate::warehouse::{self, Cell, Row};
+use crate::warehouse::{self, Cell, Col, Names, Row};
 
 /// The transaction application id of the loader's commits is this prefix and the log's id
 /// (`collect:<uuid>`): offsets of a new log (a lost or replaced log directory) start again at
@@ -124,6 +124,7 @@ pub struct Loader {
     next: u64,
     tables: HashMap<TableName, TableState>,
     txn_app: String,
+    names: Names,
 }
 
 /// A row bound for a table, with the log offset it came from and its raw event (for dead
@@ -173,6 +174,7 @@ impl Loader {
             next,
             tables: HashMap::new(),
             txn_app,
+            names: Names::new(),
         })
     }
 
@@ -283,6 +285,7 @@ impl Loader {
         let from = first.offset;
         let to = last.offset + 1;
         let loaded_at = Utc::now();
+        let started = Instant::now();
         let mut report = LoadReport {
             from,
             to,
@@ -358,7 +361,7 @@ impl Loader {
                 }
             };
             report.events += 1;
-            for (table, row) in warehouse::rows(meta, &event, loaded_at) {
+            for (table, row) in warehouse::rows(&mut self.names, meta, &event, loaded_at) {
                 let name = match TableName::new(&meta.source, &table) {
                     Ok(n) => n,
                     Err(e) => {
@@ -388,6 +391,7 @@ impl Loader {
 
         // Build every table's rows first: conflicts found while building are dead letters,
         // which commit before the tables, so a crash cannot lose them.
+        let rows_done = started.elapsed();
         let mut writes: Vec<(TableName, RecordBatch, bool)> = Vec::new();
         for (name, rows) in by_table {
             let state = self.state(&name).await?;
@@ -406,7 +410,7 @@ impl Loader {
                 rows
             };
             let schema = self.state(&name).await?.schema.clone();
-            let batch = build(&name, &rows, schema.as_deref(), &mut dead);
+            let batch = build(&mut self.names, &name, &rows, schema.as_deref(), &mut dead);
             *report.rows.entry(name.to_string()).or_default() += batch.num_rows() as u64;
             writes.push((name, batch, is_users));
         }
@@ -421,12 +425,20 @@ impl Loader {
             let batch = dead_letter_batch(&dead);
             self.commit(&dl_name, batch, false, to).await?;
         }
+        let built = started.elapsed();
         for (name, batch, is_users) in writes {
+            let t = Instant::now();
+            let rows = batch.num_rows();
             metrics::counter!(m::LOADER_ROWS, "table" => name.to_string())
                 .increment(batch.num_rows() as u64);
             self.commit(&name, batch, is_users, to).await?;
+            debug!(table = %name, rows, took = ?t.elapsed(), "lake loader: table committed");
         }
         self.log.commit(CONSUMER, to).await?;
+        info!(
+            from, to, events = report.events, rows_in = ?rows_done, built_in = ?built, total = ?started.elapsed(),
+            "lake loader: batch committed"
+        );
         self.next = to;
         if let Some(received) = parsed
             .first()
@@ -508,14 +520,14 @@ impl Loader {
 
     /// Folds the batch's `users` rows per id in order, then over the stored rows.
     async fn fold_users<'a>(
-        &self,
+        &mut self,
         name: &TableName,
         rows: Vec<Pending<'a>>,
     ) -> Result<Vec<Pending<'a>>, LoadError> {
         let mut order: Vec<String> = Vec::new();
         let mut folded: HashMap<String, Pending<'a>> = HashMap::new();
         for p in rows {
-            let Some(Cell::Str(id)) = p.row.get("id").cloned() else {
+            let Some(Cell::Str(id)) = p.row.get(self.names.std.id).cloned() else {
                 continue;
             };
             match folded.get_mut(&id) {
@@ -565,12 +577,13 @@ impl Loader {
                 .map_err(LakeError::from)?;
             {
                 for batch in &batches {
-                    for stored in rows_of(batch) {
-                        let Some(Cell::Str(id)) = stored.get("id").cloned() else {
+                    let (id_col, received_col) = (self.names.std.id, self.names.std.received_at);
+                    for stored in rows_of(&mut self.names, batch) {
+                        let Some(Cell::Str(id)) = stored.get(id_col).cloned() else {
                             continue;
                         };
                         if let Some(p) = folded.get_mut(&id) {
-                            let newer = p.row.get("received_at") >= stored.get("received_at");
+                            let newer = p.row.get(received_col) >= stored.get(received_col);
                             let mut merged = stored;
                             if newer {
                                 overlay(&mut merged, &p.row);
@@ -596,7 +609,7 @@ fn overlay(row: &mut Row, newer: &Row) {
         if let Some(slot) = row.cells.iter_mut().find(|(k, _)| k == c) {
             slot.1 = v.clone();
         } else {
-            row.cells.push((c.clone(), v.clone()));
+            row.cells.push((*c, v.clone()));
         }
     }
 }
@@ -677,49 +690,51 @@ impl Kind {
     }
 }
 
-/// The column kind of a new column from its values: the first value's kind, except that
+/// Accumulates the kind of a new column over its values: the first value's kind, except that
 /// integers and doubles together make doubles and text absorbs times.
-fn kind_from_values<'a>(mut values: impl Iterator<Item = &'a Cell>) -> Kind {
-    let Some(first) = values.next() else {
-        return Kind::Str;
-    };
-    let mut kind = Kind::of(first);
-    for v in values {
-        kind = match (kind, Kind::of(v)) {
-            (Kind::Int, Kind::Float) => Kind::Float,
-            (Kind::Time, Kind::Str) => Kind::Str,
-            (k, _) => k,
-        };
+fn widen(kind: Option<Kind>, value: Kind) -> Kind {
+    match (kind, value) {
+        (None, v) => v,
+        (Some(Kind::Int), Kind::Float) => Kind::Float,
+        (Some(Kind::Time), Kind::Str) => Kind::Str,
+        (Some(k), _) => k,
     }
-    kind
 }
 
 /// Builds the Arrow batch of `rows` for table `name`, sending values that fit no column to
-/// variant columns and reporting them in `dead`.
+/// variant columns and reporting them in `dead`. One pass to find the columns and their
+/// kinds, one to place the values.
 fn build(
+    names: &mut Names,
     name: &TableName,
     rows: &[Pending<'_>],
     table: Option<&Schema>,
     dead: &mut Vec<DeadLetter>,
 ) -> RecordBatch {
-    // Columns in order of first appearance.
-    let mut columns: Vec<String> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    // Columns in order of first appearance; `pos[col]` is a column's place in the batch.
+    let mut pos: Vec<u32> = vec![u32::MAX; names.len()];
+    let mut columns: Vec<Col> = Vec::new();
+    let mut seen: Vec<Option<Kind>> = Vec::new();
     for p in rows {
-        for (c, _) in &p.row.cells {
-            if !index.contains_key(c.as_str()) {
-                index.insert(c.as_str(), columns.len());
-                columns.push(c.clone());
+        for (c, v) in &p.row.cells {
+            let slot = &mut pos[*c as usize];
+            if *slot == u32::MAX {
+                *slot = columns.len() as u32;
+                columns.push(*c);
+                seen.push(None);
             }
+            let i = *slot as usize;
+            seen[i] = Some(widen(seen[i], Kind::of(v)));
         }
     }
-    let mut kinds: Vec<Kind> = columns
+    let kinds: Vec<Kind> = columns
         .iter()
-        .map(|c| {
+        .zip(&seen)
+        .map(|(c, k)| {
             table
-                .and_then(|s| s.field_with_name(c).ok())
+                .and_then(|s| s.field_with_name(names.name(*c)).ok())
                 .and_then(|f| Kind::of_type(f.data_type()))
-                .unwrap_or_else(|| kind_from_values(rows.iter().filter_map(|p| p.row.get(c))))
+                .unwrap_or(k.unwrap_or(Kind::Str))
         })
         .collect();
     // Values that conflict go to variant columns, added at the end.
@@ -728,22 +743,23 @@ fn build(
     let mut extra: Vec<(String, Kind, Vec<Option<&Cell>>)> = Vec::new();
     for (r, p) in rows.iter().enumerate() {
         for (c, v) in &p.row.cells {
-            let ci = index[c.as_str()];
+            let ci = pos[*c as usize] as usize;
             let vk = Kind::of(v);
             if kinds[ci].accepts(vk) {
                 cells[ci][r] = Some(v);
                 continue;
             }
-            let vname = variant_column(c, vk.label());
-            let existing = index
-                .get(vname.as_str())
-                .copied()
-                .filter(|vi| kinds[*vi].accepts(vk));
+            let column = names.name(*c).to_string();
+            let vname = variant_column(&column, vk.label());
+            let existing = names
+                .ids_of(&vname)
+                .and_then(|vc| pos.get(vc as usize).copied())
+                .filter(|vi| *vi != u32::MAX && kinds[*vi as usize].accepts(vk));
             let target = match existing {
                 // The variant column is already among the batch's columns (a stored `users`
                 // row carries it): the value joins it.
                 Some(vi) => {
-                    cells[vi][r] = Some(v);
+                    cells[vi as usize][r] = Some(v);
                     vname
                 }
                 None => {
@@ -761,13 +777,12 @@ fn build(
                 table: Some(name.to_string()),
                 stage: "load",
                 code: "type_conflict".into(),
-                field: Some(c.clone()),
+                field: Some(column.clone()),
                 reason: format!(
-                    "`{c}` is {} in {name}, the value {} is {}; it went to `{}`",
+                    "`{column}` is {} in {name}, the value {} is {}; it went to `{target}`",
                     kinds[ci].label(),
                     show(v),
                     vk.label(),
-                    target
                 ),
                 message_id: p.meta.message_id.clone(),
                 received_at: Some(p.meta.received_at.clone()),
@@ -778,14 +793,13 @@ fn build(
     let mut fields = Vec::with_capacity(columns.len() + extra.len());
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + extra.len());
     for (ci, column) in columns.iter().enumerate() {
-        fields.push(Field::new(column, kinds[ci].data_type(), true));
+        fields.push(Field::new(names.name(*column), kinds[ci].data_type(), true));
         arrays.push(array(kinds[ci], &cells[ci]));
     }
     for (column, kind, values) in &extra {
         fields.push(Field::new(column, kind.data_type(), true));
         arrays.push(array(*kind, values));
     }
-    kinds.clear();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .expect("columns are built to the schema")
 }
@@ -876,11 +890,12 @@ fn array(kind: Kind, values: &[Option<&Cell>]) -> ArrayRef {
 }
 
 /// Rows of a stored batch, as cells (types the loader does not write become text).
-fn rows_of(batch: &RecordBatch) -> Vec<Row> {
+fn rows_of(names: &mut Names, batch: &RecordBatch) -> Vec<Row> {
     use deltalake::arrow::array::AsArray;
     use deltalake::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
     let mut rows = vec![Row::default(); batch.num_rows()];
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let col = names.id(field.name());
         let kind = Kind::of_type(field.data_type());
         let column: ArrayRef = match kind {
             Some(Kind::Int) => cast(column, &DataType::Int64).unwrap_or_else(|_| column.clone()),
@@ -907,7 +922,7 @@ fn rows_of(batch: &RecordBatch) -> Vec<Row> {
                 DataType::Utf8 => Cell::Str(column.as_string::<i32>().value(i).to_string()),
                 _ => continue,
             };
-            row.cells.push((field.name().clone(), cell));
+            row.cells.push((col, cell));
         }
     }
     rows

@@ -17,10 +17,8 @@
 //! `users` row's `id` is the `userId`.
 
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use tideway_core::warehouse;
 
 use crate::event::{Meta, parse_time};
@@ -40,15 +38,19 @@ pub enum Cell {
     Time(i64),
 }
 
+/// A column, by its id in [`Names`].
+pub type Col = u32;
+
 /// One row for one table: (column, value) pairs, without nulls.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row {
-    /// The columns and their values; a later duplicate name replaces an earlier one.
-    pub cells: Vec<(String, Cell)>,
+    /// The columns and their values; a later value of the same column replaces an earlier one.
+    pub cells: Vec<(Col, Cell)>,
 }
 
 impl Row {
-    fn set(&mut self, column: String, cell: Cell) {
+    /// Sets `column` (ids compare as integers: rows of ~50 columns need no index).
+    pub fn set(&mut self, column: Col, cell: Cell) {
         if let Some(slot) = self.cells.iter_mut().find(|(c, _)| *c == column) {
             slot.1 = cell;
         } else {
@@ -57,49 +59,179 @@ impl Row {
     }
 
     /// The value of `column`.
-    pub fn get(&self, column: &str) -> Option<&Cell> {
-        self.cells.iter().find(|(c, _)| c == column).map(|(_, v)| v)
+    pub fn get(&self, column: Col) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, v)| v)
     }
 }
 
-thread_local! {
-    /// Names already computed: the same few hundred keys repeat in every event, and the
-    /// naming rules are far slower than a lookup.
-    static NAMES: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+/// Interned column names, and the names of JSON paths already seen: the same few hundred
+/// keys repeat in every event, and the naming rules cost far more than a lookup. Paths are a
+/// trie of keys, so a lookup never builds a string. Memory is bounded: past
+/// [`Names::MAX_PATHS`] paths the path cache starts over (column ids stay valid).
+#[derive(Debug)]
+pub struct Names {
+    names: Vec<String>,
+    ids: FxHashMap<String, Col>,
+    /// Trie nodes: children by raw key, and the column of the path ending here.
+    nodes: Vec<(FxHashMap<String, u32>, Option<Col>)>,
+    events: FxHashMap<String, (String, String)>,
+    /// Standard columns.
+    pub std: Std,
 }
 
-/// Distinct names remembered per thread; past this the cache starts over (memory bound
-/// against events with unbounded key sets).
-const NAME_CACHE: usize = 100_000;
+/// The ids of the columns every row can have.
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct Std {
+    pub id: Col,
+    pub anonymous_id: Col,
+    pub user_id: Col,
+    pub channel: Col,
+    pub received_at: Col,
+    pub sent_at: Col,
+    pub original_timestamp: Col,
+    pub timestamp: Col,
+    pub uuid_ts: Col,
+    pub event: Col,
+    pub event_text: Col,
+    pub name: Col,
+    pub category: Col,
+    pub group_id: Col,
+    pub previous_id: Col,
+}
 
-fn cached(key: String, compute: impl FnOnce() -> String) -> String {
-    NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if let Some(name) = names.get(&key) {
-            return name.clone();
+impl Default for Names {
+    fn default() -> Self {
+        Names::new()
+    }
+}
+
+impl Names {
+    /// Paths remembered before the path cache starts over.
+    pub const MAX_PATHS: usize = 200_000;
+
+    /// An empty set of names.
+    pub fn new() -> Names {
+        let mut n = Names {
+            names: Vec::new(),
+            ids: FxHashMap::default(),
+            nodes: vec![(FxHashMap::default(), None)],
+            events: FxHashMap::default(),
+            std: Std {
+                id: 0,
+                anonymous_id: 0,
+                user_id: 0,
+                channel: 0,
+                received_at: 0,
+                sent_at: 0,
+                original_timestamp: 0,
+                timestamp: 0,
+                uuid_ts: 0,
+                event: 0,
+                event_text: 0,
+                name: 0,
+                category: 0,
+                group_id: 0,
+                previous_id: 0,
+            },
+        };
+        n.std = Std {
+            id: n.id("id"),
+            anonymous_id: n.id("anonymous_id"),
+            user_id: n.id("user_id"),
+            channel: n.id("channel"),
+            received_at: n.id("received_at"),
+            sent_at: n.id("sent_at"),
+            original_timestamp: n.id("original_timestamp"),
+            timestamp: n.id("timestamp"),
+            uuid_ts: n.id("uuid_ts"),
+            event: n.id("event"),
+            event_text: n.id("event_text"),
+            name: n.id("name"),
+            category: n.id("category"),
+            group_id: n.id("group_id"),
+            previous_id: n.id("previous_id"),
+        };
+        n
+    }
+
+    /// The id of the column `name`.
+    pub fn id(&mut self, name: &str) -> Col {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
         }
-        if names.len() >= NAME_CACHE {
-            names.clear();
+        let id = self.names.len() as Col;
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// The id of the column `name`, if it has one.
+    pub fn ids_of(&self, name: &str) -> Option<Col> {
+        self.ids.get(name).copied()
+    }
+
+    /// The name of column `id`.
+    pub fn name(&self, id: Col) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// How many column ids exist.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no column exists (never: the standard columns always do).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    fn child(&mut self, node: u32, key: &str) -> u32 {
+        if let Some(c) = self.nodes[node as usize].0.get(key) {
+            return *c;
         }
-        let name = compute();
-        names.insert(key, name.clone());
-        name
-    })
-}
+        let c = self.nodes.len() as u32;
+        self.nodes.push((FxHashMap::default(), None));
+        self.nodes[node as usize].0.insert(key.to_string(), c);
+        c
+    }
 
-fn column_name(path: &[String]) -> String {
-    cached(path.join("\u{1}"), || {
-        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
-        warehouse::column_name(&parts)
-    })
-}
+    /// The column of the path ending at trie `node`; `None` when the rules drop the field.
+    fn column(&mut self, node: u32, path: &[&str]) -> Option<Col> {
+        if let Some(col) = self.nodes[node as usize].1 {
+            return Some(col);
+        }
+        let name = warehouse::column_name(path);
+        if name.is_empty() {
+            return None;
+        }
+        let col = self.id(&name);
+        self.nodes[node as usize].1 = Some(col);
+        Some(col)
+    }
 
-fn table_name(event: &str) -> String {
-    cached(format!("\u{2}t{event}"), || warehouse::table_name(event))
-}
+    /// The (table, `event` column value) of a track event name.
+    fn event(&mut self, name: &str) -> (String, String) {
+        if let Some(e) = self.events.get(name) {
+            return e.clone();
+        }
+        let e = (warehouse::table_name(name), warehouse::event_value(name));
+        if self.events.len() >= Self::MAX_PATHS {
+            self.events.clear();
+        }
+        self.events.insert(name.to_string(), e.clone());
+        e
+    }
 
-fn event_value(event: &str) -> String {
-    cached(format!("\u{2}e{event}"), || warehouse::event_value(event))
+    fn trim(&mut self) {
+        if self.nodes.len() > Self::MAX_PATHS {
+            self.nodes.clear();
+            self.nodes.push((FxHashMap::default(), None));
+        }
+    }
 }
 
 /// Objects deeper than this stay JSON text.
@@ -107,56 +239,57 @@ pub const MAX_DEPTH: usize = 10;
 
 /// The rows an event becomes: (table, row) pairs.
 pub fn rows(
+    names: &mut Names,
     meta: &Meta,
     event: &Map<String, Value>,
     loaded_at: DateTime<Utc>,
 ) -> Vec<(String, Row)> {
+    names.trim();
+    let s = names.std;
     let kind = meta.kind.as_deref().unwrap_or("track");
     let mut base = Row::default();
+    let context = names.child(0, "context");
     if let Some(ctx) = meta
         .batch_context
         .as_ref()
         .and_then(|c| serde_json::from_str::<Map<String, Value>>(c.get()).ok())
     {
-        flatten_into(&mut base, &mut vec!["context".to_string()], &ctx, 1);
+        flatten_into(names, &mut base, context, &mut vec!["context"], &ctx, 1);
     }
     if let Some(Value::Object(ctx)) = event.get("context") {
-        flatten_into(&mut base, &mut vec!["context".to_string()], ctx, 1);
+        flatten_into(names, &mut base, context, &mut vec!["context"], ctx, 1);
     }
     for (key, column) in [
-        ("anonymousId", "anonymous_id"),
-        ("userId", "user_id"),
-        ("channel", "channel"),
+        ("anonymousId", s.anonymous_id),
+        ("userId", s.user_id),
+        ("channel", s.channel),
     ] {
         if let Some(v) = event.get(key).and_then(id_text) {
-            base.set(column.into(), Cell::Str(v));
+            base.set(column, Cell::Str(v));
         }
     }
-    base.set(
-        "id".into(),
-        Cell::Str(meta.message_id.clone().unwrap_or_default()),
-    );
+    base.set(s.id, Cell::Str(meta.message_id.clone().unwrap_or_default()));
     for (column, value) in [
-        ("received_at", Some(&meta.received_at)),
-        ("sent_at", meta.sent_at.as_ref()),
-        ("original_timestamp", meta.original_timestamp.as_ref()),
-        ("timestamp", meta.timestamp.as_ref()),
+        (s.received_at, Some(&meta.received_at)),
+        (s.sent_at, meta.sent_at.as_ref()),
+        (s.original_timestamp, meta.original_timestamp.as_ref()),
+        (s.timestamp, meta.timestamp.as_ref()),
     ] {
         if let Some(t) = value.and_then(|v| parse_time(v)) {
-            base.set(column.into(), Cell::Time(t.timestamp_micros()));
+            base.set(column, Cell::Time(t.timestamp_micros()));
         }
     }
-    base.set("uuid_ts".into(), Cell::Time(loaded_at.timestamp_micros()));
+    base.set(s.uuid_ts, Cell::Time(loaded_at.timestamp_micros()));
 
     let object = |key: &str| match event.get(key) {
         Some(Value::Object(m)) => Some(m),
         _ => None,
     };
-    let with = |mut row: Row, top: Option<&Map<String, Value>>| {
+    let with = |names: &mut Names, mut row: Row, top: Option<&Map<String, Value>>| {
         // Payload fields first, so the standard columns above win a name clash.
         let standard = std::mem::take(&mut row.cells);
         if let Some(top) = top {
-            flatten_into(&mut row, &mut Vec::new(), top, 0);
+            flatten_into(names, &mut row, 0, &mut Vec::new(), top, 0);
         }
         for (c, v) in standard {
             row.set(c, v);
@@ -170,15 +303,16 @@ pub fn rows(
                 .get("event")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let mut track = base.clone();
-            track.set("event_text".into(), Cell::Str(name.to_string()));
-            track.set("event".into(), Cell::Str(event_value(name)));
-            out.push(("tracks".to_string(), track.clone()));
+            let (table, value) = names.event(name);
+            let mut track = base;
+            track.set(s.event_text, Cell::Str(name.to_string()));
+            track.set(s.event, Cell::Str(value));
             // RudderStack writes no event table for a name without letters or digits.
-            let table = table_name(name);
             if !table.is_empty() {
-                out.push((table, with(track, object("properties"))));
+                let properties = object("properties");
+                out.push((table, with(names, track.clone(), properties)));
             }
+            out.insert(0, ("tracks".to_string(), track));
         }
         "identify" => {
             let traits = object("traits").or_else(|| {
@@ -187,18 +321,21 @@ pub fn rows(
                     _ => None,
                 })
             });
-            let identify = with(base.clone(), traits);
+            let identify = with(names, base.clone(), traits);
             if let Some(user_id) = event.get("userId").and_then(id_text) {
                 let mut user = Row::default();
                 if let Some(t) = traits {
-                    flatten_into(&mut user, &mut Vec::new(), t, 0);
+                    flatten_into(names, &mut user, 0, &mut Vec::new(), t, 0);
                 }
                 for (c, v) in &base.cells {
-                    if c.starts_with("context_") || c == "received_at" || c == "uuid_ts" {
-                        user.set(c.clone(), v.clone());
+                    if *c == s.received_at
+                        || *c == s.uuid_ts
+                        || names.name(*c).starts_with("context_")
+                    {
+                        user.set(*c, v.clone());
                     }
                 }
-                user.set("id".into(), Cell::Str(user_id));
+                user.set(s.id, Cell::Str(user_id));
                 out.push(("identifies".to_string(), identify));
                 out.push(("users".to_string(), user));
             } else {
@@ -208,24 +345,26 @@ pub fn rows(
         "page" | "screen" => {
             let mut row = base;
             if let Some(name) = event.get("name").and_then(Value::as_str) {
-                row.set("name".into(), Cell::Str(name.to_string()));
+                row.set(s.name, Cell::Str(name.to_string()));
             }
             if let Some(category) = event.get("category").and_then(Value::as_str) {
-                row.set("category".into(), Cell::Str(category.to_string()));
+                row.set(s.category, Cell::Str(category.to_string()));
             }
-            out.push((format!("{kind}s"), with(row, object("properties"))));
+            let properties = object("properties");
+            out.push((format!("{kind}s"), with(names, row, properties)));
         }
         "group" => {
             let mut row = base;
             if let Some(g) = event.get("groupId").and_then(id_text) {
-                row.set("group_id".into(), Cell::Str(g));
+                row.set(s.group_id, Cell::Str(g));
             }
-            out.push(("groups".to_string(), with(row, object("traits"))));
+            let traits = object("traits");
+            out.push(("groups".to_string(), with(names, row, traits)));
         }
         "alias" => {
             let mut row = base;
             if let Some(p) = event.get("previousId").and_then(id_text) {
-                row.set("previous_id".into(), Cell::Str(p));
+                row.set(s.previous_id, Cell::Str(p));
             }
             out.push(("aliases".to_string(), row));
         }
@@ -242,26 +381,28 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// Flattens `object` into `row`, prefixing names with `path`.
-pub fn flatten_into(
+/// Flattens `object` into `row`; `node` is the trie node of `path`.
+fn flatten_into<'a>(
+    names: &mut Names,
     row: &mut Row,
-    path: &mut Vec<String>,
-    object: &Map<String, Value>,
+    node: u32,
+    path: &mut Vec<&'a str>,
+    object: &'a Map<String, Value>,
     depth: usize,
 ) {
     for (key, value) in object {
-        path.push(key.clone());
+        path.push(key);
+        let child = names.child(node, key);
         match value {
             Value::Null => {}
             Value::Object(inner) if depth < MAX_DEPTH => {
-                flatten_into(row, path, inner, depth + 1);
+                flatten_into(names, row, child, path, inner, depth + 1);
             }
             other => {
-                if let Some(cell) = cell_of(other) {
-                    let column = column_name(path);
-                    if !column.is_empty() {
-                        row.set(column, cell);
-                    }
+                if let Some(cell) = cell_of(other)
+                    && let Some(column) = names.column(child, path)
+                {
+                    row.set(column, cell);
                 }
             }
         }
@@ -304,7 +445,7 @@ mod tests {
     use crate::event::{Envelope, check};
     use tideway_core::config::TimestampMode;
 
-    fn rows_of(text: &str, kind: Option<&'static str>) -> Vec<(String, Row)> {
+    fn rows_of(text: &str, kind: Option<&'static str>) -> Vec<(String, NamedRow)> {
         let raw: Box<serde_json::value::RawValue> = serde_json::from_str(text).unwrap();
         let env = Envelope {
             source: "web",
@@ -317,7 +458,33 @@ mod tests {
         };
         let meta = check(&raw, &env).unwrap();
         let map: Map<String, Value> = serde_json::from_str(text).unwrap();
-        rows(&meta, &map, parse_time("2026-11-25T12:00:01Z").unwrap())
+        let mut names = Names::new();
+        rows(
+            &mut names,
+            &meta,
+            &map,
+            parse_time("2026-11-25T12:00:01Z").unwrap(),
+        )
+        .into_iter()
+        .map(|(t, r)| {
+            let cells = r
+                .cells
+                .into_iter()
+                .map(|(c, v)| (names.name(c).to_string(), v))
+                .collect();
+            (t, NamedRow { cells })
+        })
+        .collect()
+    }
+
+    struct NamedRow {
+        cells: Vec<(String, Cell)>,
+    }
+
+    impl NamedRow {
+        fn get(&self, column: &str) -> Option<&Cell> {
+            self.cells.iter().find(|(c, _)| c == column).map(|(_, v)| v)
+        }
     }
 
     #[test]

@@ -757,7 +757,9 @@ async fn users_keep_the_latest_non_null_trait_over_thousands_of_users() {
         format!(r#"{{"batch":[{}]}}"#, events.join(","))
     };
     for day in 1..=2 {
-        let (status, answer) = s.post("/v1/batch", Some("wk_test_server"), &batch(day)).await;
+        let (status, answer) = s
+            .post("/v1/batch", Some("wk_test_server"), &batch(day))
+            .await;
         assert_eq!(status, 200, "{answer}");
         s.load().await;
     }
@@ -768,6 +770,12 @@ async fn users_keep_the_latest_non_null_trait_over_thousands_of_users() {
     assert_eq!(rows[0]["emails"], n, "day 2 had no email: day 1's stays");
     assert_eq!(rows[0]["pro"], n, "day 2's plan wins");
     assert_eq!(rows[0]["admins"], n, "boolean traits survive the fold");
-    let dead = s.lake.tables().await.unwrap().iter().any(|t| t.to_string() == "_tideway.dead_letters");
+    let dead = s
+        .lake
+        .tables()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.to_string() == "_tideway.dead_letters");
     assert!(!dead, "no conflicts, no dead letters");
 }
