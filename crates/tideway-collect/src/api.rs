@@ -608,8 +608,13 @@ async fn settings(
 
 async fn health(State(c): State<Arc<Collector>>) -> Response {
     let stats = c.log.stats();
-    axum::Json(json!({"status": "ok", "log_end": stats.end, "log_bytes": stats.bytes}))
-        .into_response()
+    axum::Json(json!({
+        "status": "ok",
+        "log_end": stats.end,
+        "log_bytes": stats.bytes,
+        "loader_offset": c.log.committed(crate::loader::CONSUMER),
+    }))
+    .into_response()
 }
 
 async fn metrics_text(State(c): State<Arc<Collector>>) -> Response {

@@ -840,7 +840,11 @@ fn array(kind: Kind, values: &[Option<&Cell>]) -> ArrayRef {
         Kind::Str => {
             let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
             for v in values {
-                b.append_option(v.map(as_text));
+                match v {
+                    Some(Cell::Str(s)) => b.append_value(s),
+                    Some(other) => b.append_value(as_text(other)),
+                    None => b.append_null(),
+                }
             }
             Arc::new(b.finish())
         }

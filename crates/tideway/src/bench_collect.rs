@@ -2,8 +2,9 @@
 //! on the same path measured in the same run (fsyncs/s of the disk, requests/s of an empty
 //! handler).
 //!
-//! The load generator runs in the same process as the collector (both share the 2 cores);
-//! every acknowledged event is durable (fsync before the answer), as in production.
+//! The collector is the real `tideway serve`, started in its own process on a scratch project;
+//! the load generator runs in this process (both share the machine's cores). Every
+//! acknowledged event is durable (fsync before the answer), as in production.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +12,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tideway_collect::service::Service;
-use tideway_core::config::{CollectConfig, CollectSource, Secret};
-use tideway_lake::Lake;
 
 /// How requests are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -265,8 +263,8 @@ fn fsync_rate(dir: &Path) -> Result<f64> {
     Ok(rate)
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+fn peak_rss_mib(status: &str) -> f64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -319,50 +317,89 @@ pub async fn run(o: Options) -> Result<()> {
     .await?;
     empty_server.abort();
 
-    let mut config = CollectConfig::default();
-    config.sources.insert(
-        "bench".into(),
-        CollectSource {
-            write_key: Secret::new("wk_bench"),
-        },
-    );
-    config.log_budget_bytes = 8 << 30;
-    config.load_batch_millis = 2_000;
-    let lake = Lake::open(
-        &o.dir.join("lake").display().to_string(),
-        Default::default(),
-    )
-    .await?;
-    let service = Service::start(lake, &config, &o.dir.join("log")).await?;
-    let log = service.collector().log().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // The collector under test: the real `tideway serve`, in its own process, so that its
+    // memory is measured apart from the load generator's.
+    let project = o.dir.join("project");
+    std::fs::create_dir_all(&project)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    std::fs::write(
+        project.join("tideway.toml"),
+        format!(
+            "[collect]\nlisten = \"{addr}\"\nlog_budget_mb = 8192\nload_batch_seconds = 2\n\n[collect.sources.bench]\nwrite_key = \"wk_bench\"\n"
+        ),
+    )?;
+    let mut server = std::process::Command::new(std::env::current_exe()?)
+        .arg("--project")
+        .arg(&project)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(o.dir.join("serve.log"))?)
+        .spawn()
+        .context("cannot start `tideway serve`")?;
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let health = |client: reqwest::Client, base: String| async move {
+        let v: serde_json::Value = client
+            .get(format!("{base}/health"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok::<_, anyhow::Error>(v)
+    };
+    let up = Instant::now();
+    while health(client.clone(), base.clone()).await.is_err() {
+        if up.elapsed() > Duration::from_secs(60) {
+            let _ = server.kill();
+            bail!(
+                "`tideway serve` did not come up; see {}",
+                o.dir.join("serve.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let path = match o.shape {
         Shape::Batch => "/v1/batch",
         Shape::Track => "/v1/track",
     };
-    let url = format!("http://{}{path}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(service.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let fsync_before = fsync_count();
-    let run = drive(&url, bodies.clone(), total_requests, o.connections, o.rate).await?;
+    let fsync_before = fsync_count(&client, &base).await;
+    let run = drive(
+        &format!("{base}{path}"),
+        bodies.clone(),
+        total_requests,
+        o.connections,
+        o.rate,
+    )
+    .await?;
     let acked_at = Instant::now();
-    let end = log.stats().end;
-    while log
-        .committed(tideway_collect::loader::CONSUMER)
-        .unwrap_or(0)
-        < end
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if acked_at.elapsed() > Duration::from_secs(300) {
-            bail!("the loader did not catch up within 5 minutes");
+    let syncs = fsync_count(&client, &base)
+        .await
+        .saturating_sub(fsync_before);
+    loop {
+        let h = health(client.clone(), base.clone()).await?;
+        if h["loader_offset"].as_u64() >= h["log_end"].as_u64() {
+            break;
         }
+        if acked_at.elapsed() > Duration::from_secs(600) {
+            bail!("the loader did not catch up within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let lag = acked_at.elapsed();
-    let syncs = fsync_count().saturating_sub(fsync_before);
-    let _ = stop.send(());
-    serving.await??;
+    let server_rss = peak_rss_mib(&format!("/proc/{}/status", server.id()));
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()?;
+    anyhow::ensure!(stopped.success(), "cannot stop the collector");
+    let exit = server.wait()?;
+    anyhow::ensure!(
+        exit.success(),
+        "`tideway serve` failed: {exit}; see {}",
+        o.dir.join("serve.log").display()
+    );
 
     let secs = run.elapsed.as_secs_f64();
     let rps = run.requests as f64 / secs;
@@ -399,13 +436,19 @@ pub async fn run(o: Options) -> Result<()> {
         );
     }
     println!("  lag, last ack to in the lake  {lag:.2?}");
-    println!("  peak RSS (server + load gen)  {:.0} MiB", peak_rss_mib());
+    println!(
+        "  peak RSS of `tideway serve`   {server_rss:.0} MiB  (load generator: {:.0} MiB)",
+        peak_rss_mib("/proc/self/status")
+    );
     Ok(())
 }
 
-/// fdatasync calls the log made so far (from its metrics histogram count).
-fn fsync_count() -> u64 {
-    let text = tideway_collect::service::metrics_handle().render();
+/// fdatasync calls the collector's log made so far (its metrics histogram count).
+async fn fsync_count(client: &reqwest::Client, base: &str) -> u64 {
+    let Ok(resp) = client.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = resp.text().await.unwrap_or_default();
     text.lines()
         .find(|l| {
             l.starts_with(&format!(

@@ -12,6 +12,11 @@ mod scaffold;
 
 use std::process::ExitCode;
 
+/// mimalloc: the loader allocates many small strings per event; glibc's allocator spent a
+/// quarter of the collector's CPU in malloc/free and fragmented (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> ExitCode {
