@@ -404,13 +404,16 @@ impl Loader {
                 continue;
             }
             let is_users = name.table() == "users";
+            let t = Instant::now();
             let rows = if is_users {
                 self.fold_users(&name, rows).await?
             } else {
                 rows
             };
+            let folded = t.elapsed();
             let schema = self.state(&name).await?.schema.clone();
             let batch = build(&mut self.names, &name, &rows, schema.as_deref(), &mut dead);
+            debug!(table = %name, rows = rows.len(), ?folded, built = ?t.elapsed(), "lake loader: table built");
             *report.rows.entry(name.to_string()).or_default() += batch.num_rows() as u64;
             writes.push((name, batch, is_users));
         }
