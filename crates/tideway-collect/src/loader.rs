@@ -84,7 +84,7 @@ pub struct LoaderOptions {
 impl Default for LoaderOptions {
     fn default() -> Self {
         LoaderOptions {
-            batch_events: 100_000,
+            batch_events: 50_000,
             batch_age: Duration::from_secs(3),
         }
     }

@@ -102,7 +102,7 @@ impl Default for CollectConfig {
             timestamps: TimestampMode::Segment,
             dedupe_window_secs: 24 * 3600,
             dedupe_capacity: 20_000_000,
-            load_batch_events: 100_000,
+            load_batch_events: 50_000,
             load_batch_millis: 3_000,
             sources: BTreeMap::new(),
         }
