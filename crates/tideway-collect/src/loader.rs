@@ -125,8 +125,6 @@ pub struct Loader {
     tables: HashMap<TableName, TableState>,
     txn_app: String,
     names: Names,
-    /// The interner of the second row-building thread.
-    names2: Names,
 }
 
 /// A row bound for a table, with the log offset it came from and its raw event (for dead
@@ -177,7 +175,6 @@ impl Loader {
             tables: HashMap::new(),
             txn_app,
             names: Names::new(),
-            names2: Names::new(),
         })
     }
 
@@ -317,7 +314,6 @@ impl Loader {
         }
         let mut by_table: BTreeMap<TableName, Vec<Pending<'_>>> = BTreeMap::new();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
-        let mut work: Vec<(u64, &Meta, &[u8])> = Vec::with_capacity(parsed.len());
         for (offset, meta, body) in &parsed {
             if meta.k == "reject" {
                 dead.push(DeadLetter {
@@ -344,51 +340,13 @@ impl Loader {
                 report.skipped += 1;
                 continue;
             }
-            work.push((*offset, meta, body));
-        }
-        // JSON to rows is most of a batch's CPU: the second half runs on another thread with
-        // its own name interner, whose column ids are then mapped onto the first one's.
-        let (first, second) = work.split_at(work.len() / 2);
-        let (names, names2) = (&mut self.names, &mut self.names2);
-        let (mut rows_a, rows_b) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| event_rows(names2, second, loaded_at));
-            let mine = event_rows(names, first, loaded_at);
-            (
-                mine,
-                other
-                    .join()
-                    .expect("the row-building thread does not panic"),
-            )
-        });
-        let map: Vec<Col> = (0..self.names2.len() as Col)
-            .map(|c| self.names.id(self.names2.name(c)))
-            .collect();
-        let offset = first.len();
-        rows_a.extend(rows_b.into_iter().map(|(i, out)| {
-            (
-                offset + i,
-                out.map(|rows| {
-                    rows.into_iter()
-                        .map(|(t, mut row)| {
-                            for (c, _) in &mut row.cells {
-                                *c = map[*c as usize];
-                            }
-                            (t, row)
-                        })
-                        .collect()
-                }),
-            )
-        }));
-        for (i, out) in rows_a {
-            let (offset, meta, body) = work[i];
-            let rows = match out {
-                Ok(rows) => rows,
-                // The API checked the fields it knows; a value no JSON number type can hold
-                // (`1e999`) only shows here. Such an event is a dead letter, never a stuck
-                // loader.
+            // The API checked the fields it knows; a value no JSON number type can hold
+            // (`1e999`) only shows here. Such an event is a dead letter, never a stuck loader.
+            let event: Map<String, Value> = match serde_json::from_slice(body) {
+                Ok(e) => e,
                 Err(e) => {
                     dead.push(DeadLetter {
-                        offset,
+                        offset: *offset,
                         source: meta.source.clone(),
                         table: None,
                         stage: "load",
@@ -403,12 +361,12 @@ impl Loader {
                 }
             };
             report.events += 1;
-            for (table, row) in rows {
+            for (table, row) in warehouse::rows(&mut self.names, meta, &event, loaded_at) {
                 let name = match TableName::new(&meta.source, &table) {
                     Ok(n) => n,
                     Err(e) => {
                         dead.push(DeadLetter {
-                            offset,
+                            offset: *offset,
                             source: meta.source.clone(),
                             table: Some(table.clone()),
                             stage: "load",
@@ -423,7 +381,7 @@ impl Loader {
                     }
                 };
                 by_table.entry(name).or_default().push(Pending {
-                    offset,
+                    offset: *offset,
                     row,
                     meta,
                     body,
@@ -646,25 +604,6 @@ impl Loader {
             .filter_map(|id| folded.remove(&id))
             .collect())
     }
-}
-
-/// The rows of each event in `work` (index into the whole batch's work list, rows or why the
-/// event cannot be read).
-#[allow(clippy::type_complexity)]
-fn event_rows(
-    names: &mut Names,
-    work: &[(u64, &Meta, &[u8])],
-    loaded_at: DateTime<Utc>,
-) -> Vec<(usize, Result<Vec<(String, Row)>, String>)> {
-    work.iter()
-        .enumerate()
-        .map(|(i, (_, meta, body))| {
-            let rows = serde_json::from_slice::<Map<String, Value>>(body)
-                .map(|event| warehouse::rows(names, meta, &event, loaded_at))
-                .map_err(|e| e.to_string());
-            (i, rows)
-        })
-        .collect()
 }
 
 /// Sets every cell of `newer` over `row` (nulls are absent, so they never overwrite).
