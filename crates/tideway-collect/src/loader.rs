@@ -17,6 +17,10 @@
 //! no other way goes to the variant column `<column>__v_<type>` and a row in
 //! `_tideway.dead_letters` says so: nothing becomes NULL silently.
 //!
+//! # Bounded width
+//! A table has at most [`MAX_TABLE_COLUMNS`] columns: fields past it (a source whose keys
+//! never repeat) go to the JSON text column [`OVERFLOW_COLUMN`] of their row, with a warning.
+//!
 //! # Users
 //! `users` keeps one row per `userId` with the latest non-null value of each trait by
 //! `received_at`: the batch's identifies are folded in order, then over the stored row.
@@ -51,6 +55,10 @@ pub const TXN_APP: &str = "collect";
 pub const CONSUMER: &str = "lake";
 /// The dead-letter table.
 pub const DEAD_LETTERS: &str = "dead_letters";
+/// At most this many columns per table: fields past it land in [`OVERFLOW_COLUMN`].
+pub const MAX_TABLE_COLUMNS: usize = 1000;
+/// The JSON text column that holds a row's fields past [`MAX_TABLE_COLUMNS`].
+pub const OVERFLOW_COLUMN: &str = "_tideway_overflow";
 
 /// Why loading failed.
 #[derive(Debug, thiserror::Error)]
@@ -715,13 +723,28 @@ fn build(
     dead: &mut Vec<DeadLetter>,
 ) -> RecordBatch {
     // Columns in order of first appearance; `pos[col]` is a column's place in the batch.
+    // Past MAX_TABLE_COLUMNS, new columns overflow into one JSON column (memory and schema
+    // stay bounded against sources with unbounded key sets).
+    const OVERFLOW: u32 = u32::MAX - 1;
     let mut pos: Vec<u32> = vec![u32::MAX; names.len()];
     let mut columns: Vec<Col> = Vec::new();
     let mut seen: Vec<Option<Kind>> = Vec::new();
+    let mut room = MAX_TABLE_COLUMNS.saturating_sub(table.map_or(0, |s| s.fields().len()));
     for p in rows {
         for (c, v) in &p.row.cells {
             let slot = &mut pos[*c as usize];
+            if *slot == OVERFLOW {
+                continue;
+            }
             if *slot == u32::MAX {
+                let known = table.is_some_and(|s| s.index_of(names.name(*c)).is_ok());
+                if !known {
+                    if room == 0 {
+                        *slot = OVERFLOW;
+                        continue;
+                    }
+                    room -= 1;
+                }
                 *slot = columns.len() as u32;
                 columns.push(*c);
                 seen.push(None);
@@ -730,6 +753,7 @@ fn build(
             seen[i] = Some(widen(seen[i], Kind::of(v)));
         }
     }
+    let mut overflow: Vec<Option<Map<String, Value>>> = vec![None; rows.len()];
     let kinds: Vec<Kind> = columns
         .iter()
         .zip(&seen)
@@ -746,6 +770,12 @@ fn build(
     let mut extra: Vec<(String, Kind, Vec<Option<&Cell>>)> = Vec::new();
     for (r, p) in rows.iter().enumerate() {
         for (c, v) in &p.row.cells {
+            if pos[*c as usize] == OVERFLOW {
+                overflow[r]
+                    .get_or_insert_with(Map::new)
+                    .insert(names.name(*c).to_string(), json_of(v));
+                continue;
+            }
             let ci = pos[*c as usize] as usize;
             let vk = Kind::of(v);
             if kinds[ci].accepts(vk) {
@@ -803,8 +833,29 @@ fn build(
         fields.push(Field::new(column, kind.data_type(), true));
         arrays.push(array(*kind, values));
     }
+    if overflow.iter().any(Option::is_some) {
+        let n = pos.iter().filter(|p| **p == OVERFLOW).count();
+        warn!(table = %name, columns = n, limit = MAX_TABLE_COLUMNS,
+            "lake loader: the table is at its column limit; new fields go to `{OVERFLOW_COLUMN}` as JSON");
+        let mut b = StringBuilder::new();
+        for o in &overflow {
+            b.append_option(o.as_ref().map(|m| Value::Object(m.clone()).to_string()));
+        }
+        fields.push(Field::new(OVERFLOW_COLUMN, DataType::Utf8, true));
+        arrays.push(Arc::new(b.finish()));
+    }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .expect("columns are built to the schema")
+}
+
+fn json_of(cell: &Cell) -> Value {
+    match cell {
+        Cell::Str(s) => Value::String(s.clone()),
+        Cell::Int(i) => Value::from(*i),
+        Cell::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Cell::Bool(b) => Value::Bool(*b),
+        Cell::Time(_) => Value::String(as_text(cell)),
+    }
 }
 
 fn show(cell: &Cell) -> String {

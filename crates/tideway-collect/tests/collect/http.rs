@@ -779,3 +779,66 @@ async fn users_keep_the_latest_non_null_trait_over_thousands_of_users() {
         .any(|t| t.to_string() == "_tideway.dead_letters");
     assert!(!dead, "no conflicts, no dead letters");
 }
+
+/// A source whose events carry ever-new keys cannot grow a table without bound: past
+/// MAX_TABLE_COLUMNS, new fields go to one JSON column, and no value is lost.
+#[tokio::test]
+async fn fields_past_the_column_limit_overflow_into_json() {
+    use tideway_collect::loader::{MAX_TABLE_COLUMNS, OVERFLOW_COLUMN};
+    let s = start(config(), FileLogOptions::default()).await;
+    let events: Vec<String> = (0..40)
+        .map(|e| {
+            let props: Vec<String> = (0..30).map(|k| format!(r#""k{e}_{k}":{k}"#)).collect();
+            format!(
+                r#"{{"type":"track","userId":"u","event":"Wide","messageId":"w{e}","properties":{{{}}}}}"#,
+                props.join(",")
+            )
+        })
+        .collect();
+    let (status, answer) = s
+        .post(
+            "/v1/batch",
+            Some("wk_test_server"),
+            &format!(r#"{{"batch":[{}]}}"#, events.join(",")),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    s.load().await;
+    let schema = s
+        .lake
+        .schema(&"server.wide".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        schema.fields().len() <= MAX_TABLE_COLUMNS + 1,
+        "{} columns",
+        schema.fields().len()
+    );
+    assert!(schema.index_of(OVERFLOW_COLUMN).is_ok());
+    let rows = s
+        .query(&format!(
+            "SELECT {OVERFLOW_COLUMN} AS o FROM server.wide WHERE id = 'w39'"
+        ))
+        .await;
+    let overflow: serde_json::Value = serde_json::from_str(rows[0]["o"].as_str().unwrap()).unwrap();
+    assert_eq!(overflow["k39_29"], 29, "{overflow}");
+    // Every field is somewhere: a column or the overflow.
+    let columns = schema.fields().len();
+    let all = s
+        .query(&format!("SELECT {OVERFLOW_COLUMN} AS o FROM server.wide"))
+        .await;
+    let overflowed: usize = all
+        .iter()
+        .filter_map(|r| r.get("o").and_then(|o| o.as_str()))
+        .map(|o| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(o)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let standard = 11; // id, user_id, event, event_text, the times, uuid_ts, context_*...
+    assert!(
+        columns + overflowed >= 1200 + standard - 5,
+        "{columns} + {overflowed}"
+    );
+}
