@@ -538,9 +538,10 @@ impl Loader {
         let mut order: Vec<String> = Vec::new();
         let mut folded: HashMap<String, Pending<'a>> = HashMap::new();
         for p in rows {
-            let Some(Cell::Str(id)) = p.row.get(self.names.std.id).cloned() else {
+            let Some(Cell::Str(id)) = p.row.get(self.names.std.id) else {
                 continue;
             };
+            let id = id.to_string();
             match folded.get_mut(&id) {
                 Some(current) => {
                     overlay(&mut current.row, &p.row);
@@ -590,9 +591,10 @@ impl Loader {
                 for batch in &batches {
                     let (id_col, received_col) = (self.names.std.id, self.names.std.received_at);
                     for stored in rows_of(&mut self.names, batch) {
-                        let Some(Cell::Str(id)) = stored.get(id_col).cloned() else {
+                        let Some(Cell::Str(id)) = stored.get(id_col) else {
                             continue;
                         };
+                        let id = id.to_string();
                         if let Some(p) = folded.get_mut(&id) {
                             let newer = p.row.get(received_col) >= stored.get(received_col);
                             let mut merged = stored;
@@ -850,7 +852,7 @@ fn build(
 
 fn json_of(cell: &Cell) -> Value {
     match cell {
-        Cell::Str(s) => Value::String(s.clone()),
+        Cell::Str(s) => Value::String(s.to_string()),
         Cell::Int(i) => Value::from(*i),
         Cell::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
         Cell::Bool(b) => Value::Bool(*b),
@@ -879,7 +881,7 @@ fn show(cell: &Cell) -> String {
 
 fn as_text(cell: &Cell) -> String {
     match cell {
-        Cell::Str(s) => s.clone(),
+        Cell::Str(s) => s.to_string(),
         Cell::Int(i) => i.to_string(),
         Cell::Float(f) => f.to_string(),
         Cell::Bool(b) => b.to_string(),
@@ -895,7 +897,7 @@ fn array(kind: Kind, values: &[Option<&Cell>]) -> ArrayRef {
             let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
             for v in values {
                 match v {
-                    Some(Cell::Str(s)) => b.append_value(s),
+                    Some(Cell::Str(s)) => b.append_value(&**s),
                     Some(other) => b.append_value(as_text(other)),
                     None => b.append_null(),
                 }
@@ -977,7 +979,7 @@ fn rows_of(names: &mut Names, batch: &RecordBatch) -> Vec<Row> {
                 DataType::Timestamp(..) => {
                     Cell::Time(column.as_primitive::<TimestampMicrosecondType>().value(i))
                 }
-                DataType::Utf8 => Cell::Str(column.as_string::<i32>().value(i).to_string()),
+                DataType::Utf8 => Cell::Str(column.as_string::<i32>().value(i).into()),
                 _ => continue,
             };
             row.cells.push((col, cell));

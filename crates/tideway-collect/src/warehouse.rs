@@ -16,6 +16,8 @@
 //! are JSON text, names follow [`tideway_core::warehouse`] (RudderStack's rules). The
 //! `users` row's `id` is the `userId`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
@@ -26,8 +28,9 @@ use crate::event::{Meta, parse_time};
 /// A typed value of one cell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
-    /// Text (also arrays and objects past the depth limit, as JSON).
-    Str(String),
+    /// Text (also arrays and objects past the depth limit, as JSON). Shared: a track event's
+    /// `tracks` row and its event-table row hold the same strings.
+    Str(Arc<str>),
     /// A whole number.
     Int(i64),
     /// A number with a fraction or out of `i64` range.
@@ -265,10 +268,13 @@ pub fn rows(
         ("channel", s.channel),
     ] {
         if let Some(v) = event.get(key).and_then(id_text) {
-            base.set(column, Cell::Str(v));
+            base.set(column, Cell::Str(v.into()));
         }
     }
-    base.set(s.id, Cell::Str(meta.message_id.clone().unwrap_or_default()));
+    base.set(
+        s.id,
+        Cell::Str(meta.message_id.as_deref().unwrap_or_default().into()),
+    );
     for (column, value) in [
         (s.received_at, Some(&meta.received_at)),
         (s.sent_at, meta.sent_at.as_ref()),
@@ -305,8 +311,8 @@ pub fn rows(
                 .unwrap_or_default();
             let (table, value) = names.event(name);
             let mut track = base;
-            track.set(s.event_text, Cell::Str(name.to_string()));
-            track.set(s.event, Cell::Str(value));
+            track.set(s.event_text, Cell::Str(name.into()));
+            track.set(s.event, Cell::Str(value.into()));
             // RudderStack writes no event table for a name without letters or digits.
             if !table.is_empty() {
                 let properties = object("properties");
@@ -335,7 +341,7 @@ pub fn rows(
                         user.set(*c, v.clone());
                     }
                 }
-                user.set(s.id, Cell::Str(user_id));
+                user.set(s.id, Cell::Str(user_id.into()));
                 out.push(("identifies".to_string(), identify));
                 out.push(("users".to_string(), user));
             } else {
@@ -345,10 +351,10 @@ pub fn rows(
         "page" | "screen" => {
             let mut row = base;
             if let Some(name) = event.get("name").and_then(Value::as_str) {
-                row.set(s.name, Cell::Str(name.to_string()));
+                row.set(s.name, Cell::Str(name.into()));
             }
             if let Some(category) = event.get("category").and_then(Value::as_str) {
-                row.set(s.category, Cell::Str(category.to_string()));
+                row.set(s.category, Cell::Str(category.into()));
             }
             let properties = object("properties");
             out.push((format!("{kind}s"), with(names, row, properties)));
@@ -356,7 +362,7 @@ pub fn rows(
         "group" => {
             let mut row = base;
             if let Some(g) = event.get("groupId").and_then(id_text) {
-                row.set(s.group_id, Cell::Str(g));
+                row.set(s.group_id, Cell::Str(g.into()));
             }
             let traits = object("traits");
             out.push(("groups".to_string(), with(names, row, traits)));
@@ -364,7 +370,7 @@ pub fn rows(
         "alias" => {
             let mut row = base;
             if let Some(p) = event.get("previousId").and_then(id_text) {
-                row.set(s.previous_id, Cell::Str(p));
+                row.set(s.previous_id, Cell::Str(p.into()));
             }
             out.push(("aliases".to_string(), row));
         }
@@ -422,9 +428,9 @@ pub fn cell_of(value: &Value) -> Option<Cell> {
         },
         Value::String(s) => match looks_like_time(s) {
             Some(t) => Cell::Time(t),
-            None => Cell::Str(s.clone()),
+            None => Cell::Str(s.as_str().into()),
         },
-        Value::Array(_) | Value::Object(_) => Cell::Str(value.to_string()),
+        Value::Array(_) | Value::Object(_) => Cell::Str(value.to_string().into()),
     })
 }
 
