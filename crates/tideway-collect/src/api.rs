@@ -54,7 +54,7 @@ pub struct Collector {
     keys: HashMap<String, String>,
     log: Arc<dyn EventLog>,
     dedupe: Mutex<Dedupe>,
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Per source: events received, duplicates (registered once: a labelled lookup per
     /// request costs more than the rest of a small request's bookkeeping).
     counters: HashMap<String, (metrics::Counter, metrics::Counter)>,
@@ -87,18 +87,12 @@ impl Collector {
             keys,
             log,
             dedupe: Mutex::new(dedupe),
-            metrics: Some(handle),
+            metrics: handle,
             counters,
             requests_ok: metrics::counter!(m::REQUESTS, "status" => "200"),
             request_seconds: metrics::histogram!(m::REQUEST_SECONDS),
             bytes_received: metrics::counter!(m::BYTES_RECEIVED),
         }
-    }
-
-    /// Serves `/metrics` from this Prometheus handle.
-    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
-        self.metrics = Some(handle);
-        self
     }
 
     /// The log events are appended to.
@@ -218,8 +212,6 @@ struct Top<'a> {
     sent_at: Option<&'a RawValue>,
     #[serde(borrow)]
     context: Option<&'a RawValue>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
 }
 
 /// `?writeKey=` (RudderStack's beacon requests cannot set headers).
@@ -336,7 +328,6 @@ async fn ingest_inner(
             vec![whole]
         }
     };
-    let _ = top.kind;
     if events.is_empty() {
         return success();
     }
@@ -655,16 +646,9 @@ async fn metrics_text(State(c): State<Arc<Collector>>) -> Response {
     let stats = c.log.stats();
     metrics::gauge!(m::LOG_BYTES).set(stats.bytes as f64);
     metrics::gauge!(m::LOG_END_OFFSET).set(stats.end as f64);
-    match &c.metrics {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "no_metrics",
-            "metrics are not enabled",
-        ),
-    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
+        .into_response()
 }

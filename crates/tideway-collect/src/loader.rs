@@ -158,6 +158,37 @@ struct DeadLetter {
     payload: String,
 }
 
+impl DeadLetter {
+    /// A dead letter for the event at `offset`, with its raw bytes.
+    fn event(
+        offset: u64,
+        meta: &Meta,
+        body: &[u8],
+        stage: &'static str,
+        code: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> DeadLetter {
+        DeadLetter {
+            offset,
+            source: meta.source.clone(),
+            table: None,
+            stage,
+            code: code.into(),
+            field: None,
+            reason: reason.into(),
+            message_id: meta.message_id.clone(),
+            received_at: Some(meta.received_at.clone()),
+            payload: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
+    fn at(mut self, table: impl Into<String>, field: Option<String>) -> DeadLetter {
+        self.table = Some(table.into());
+        self.field = field;
+        self
+    }
+}
+
 impl Loader {
     /// A loader that resumes where the last one committed.
     pub async fn new(
@@ -324,23 +355,11 @@ impl Loader {
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         for (offset, meta, body) in &parsed {
             if meta.k == "reject" {
-                dead.push(DeadLetter {
-                    offset: *offset,
-                    source: meta.source.clone(),
-                    table: None,
-                    stage: "collect",
-                    code: meta
-                        .reason
-                        .as_deref()
-                        .and_then(|r| r.split_once(':'))
-                        .map_or("invalid_event", |(c, _)| c)
-                        .to_string(),
-                    field: meta.field.clone(),
-                    reason: meta.reason.clone().unwrap_or_default(),
-                    message_id: None,
-                    received_at: Some(meta.received_at.clone()),
-                    payload: String::from_utf8_lossy(body).into_owned(),
-                });
+                let reason = meta.reason.clone().unwrap_or_default();
+                let code = reason.split_once(':').map_or("invalid_event", |(c, _)| c);
+                let mut letter = DeadLetter::event(*offset, meta, body, "collect", code, &reason);
+                letter.field = meta.field.clone();
+                dead.push(letter);
                 continue;
             }
             let id = meta.message_id.as_deref().unwrap_or("");
@@ -353,18 +372,14 @@ impl Loader {
             let event: Map<String, Value> = match serde_json::from_slice(body) {
                 Ok(e) => e,
                 Err(e) => {
-                    dead.push(DeadLetter {
-                        offset: *offset,
-                        source: meta.source.clone(),
-                        table: None,
-                        stage: "load",
-                        code: "unreadable_event".into(),
-                        field: None,
-                        reason: format!("the event cannot be read as JSON values: {e}"),
-                        message_id: meta.message_id.clone(),
-                        received_at: Some(meta.received_at.clone()),
-                        payload: String::from_utf8_lossy(body).into_owned(),
-                    });
+                    dead.push(DeadLetter::event(
+                        *offset,
+                        meta,
+                        body,
+                        "load",
+                        "unreadable_event",
+                        format!("the event cannot be read as JSON values: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -373,18 +388,17 @@ impl Loader {
                 let name = match TableName::new(&meta.source, &table) {
                     Ok(n) => n,
                     Err(e) => {
-                        dead.push(DeadLetter {
-                            offset: *offset,
-                            source: meta.source.clone(),
-                            table: Some(table.clone()),
-                            stage: "load",
-                            code: "invalid_table_name".into(),
-                            field: Some("event".into()),
-                            reason: e.to_string(),
-                            message_id: meta.message_id.clone(),
-                            received_at: Some(meta.received_at.clone()),
-                            payload: String::from_utf8_lossy(body).into_owned(),
-                        });
+                        dead.push(
+                            DeadLetter::event(
+                                *offset,
+                                meta,
+                                body,
+                                "load",
+                                "invalid_table_name",
+                                e.to_string(),
+                            )
+                            .at(table, Some("event".into())),
+                        );
                         continue;
                     }
                 };
@@ -447,7 +461,8 @@ impl Loader {
         }
         self.log.commit(CONSUMER, to).await?;
         info!(
-            from, to, events = report.events, rows_in = ?rows_done, built_in = ?built, total = ?started.elapsed(),
+            from, to, events = report.events, dead_letters = report.dead_letters,
+            rows_in = ?rows_done, built_in = ?built, total = ?started.elapsed(),
             "lake loader: batch committed"
         );
         self.next = to;
@@ -458,13 +473,6 @@ impl Loader {
             let waited = (Utc::now() - received).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::gauge!(m::LOADER_LAG_SECONDS).set(waited);
         }
-        debug!(
-            from,
-            to,
-            events = report.events,
-            dead_letters = report.dead_letters,
-            "lake loader: batch committed"
-        );
         Ok(report)
     }
 
@@ -806,23 +814,16 @@ fn build(
                     extra[vi].0.clone()
                 }
             };
-            dead.push(DeadLetter {
-                offset: p.offset,
-                source: p.meta.source.clone(),
-                table: Some(name.to_string()),
-                stage: "load",
-                code: "type_conflict".into(),
-                field: Some(column.clone()),
-                reason: format!(
-                    "`{column}` is {} in {name}, the value {} is {}; it went to `{target}`",
-                    kinds[ci].label(),
-                    show(v),
-                    vk.label(),
-                ),
-                message_id: p.meta.message_id.clone(),
-                received_at: Some(p.meta.received_at.clone()),
-                payload: String::from_utf8_lossy(p.body).into_owned(),
-            });
+            let reason = format!(
+                "`{column}` is {} in {name}, the value {} is {}; it went to `{target}`",
+                kinds[ci].label(),
+                show(v),
+                vk.label(),
+            );
+            dead.push(
+                DeadLetter::event(p.offset, p.meta, p.body, "load", "type_conflict", reason)
+                    .at(name.to_string(), Some(column)),
+            );
         }
     }
     let mut fields = Vec::with_capacity(columns.len() + extra.len());

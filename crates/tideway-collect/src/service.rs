@@ -116,9 +116,7 @@ impl Service {
             what: format!("cannot read {}", snapshot_path.display()),
             source,
         })?;
-        let collector = Arc::new(
-            Collector::new(config.clone(), shared.clone(), dedupe).with_metrics(metrics_handle()),
-        );
+        let collector = Arc::new(Collector::new(config.clone(), shared.clone(), dedupe));
         // Replay what the snapshot does not cover.
         let mut from = covered.max(shared.stats().start);
         let mut replayed = 0u64;

@@ -46,8 +46,7 @@ pub async fn start(config: CollectConfig, log_options: FileLogOptions) -> Server
     )
     .await
     .unwrap();
-    let collector = Collector::new(config, log.clone(), Dedupe::new(86_400, 1_000_000))
-        .with_metrics(tideway_collect::service::metrics_handle());
+    let collector = Collector::new(config, log.clone(), Dedupe::new(86_400, 1_000_000));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Arc::new(collector))).await });
