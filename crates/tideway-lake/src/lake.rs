@@ -298,6 +298,30 @@ impl Lake {
             .arrow_schema())
     }
 
+    /// The value of `key` in the `commitInfo` of the newest of the last `limit` commits of
+    /// `name` that has it (see [`crate::Write::with_metadata`]); `None` if the table does not
+    /// exist or no such commit is among them. Loaders keep their cursor there, so it commits
+    /// atomically with the rows it covers.
+    pub async fn commit_metadata(
+        &self,
+        name: &TableName,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<serde_json::Value>> {
+        let Some(table) = self.load(name).await? else {
+            return Ok(None);
+        };
+        let infos: Vec<_> = table
+            .history(Some(limit))
+            .try_collect()
+            .await
+            .map_err(|e| LakeError::delta(name, e))?;
+        // Newest first.
+        Ok(infos.into_iter().find_map(|mut info| info.info.remove(key)))
+    }
+
+    /// The last version committed under the transaction identifier `app_id` (see
+    /// [`crate::Txn`]), if any.
     pub async fn txn_version(&self, name: &TableName, app_id: &str) -> Result<Option<i64>> {
         let Some(table) = self.load(name).await? else {
             return Ok(None);

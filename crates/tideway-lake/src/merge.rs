@@ -98,3 +98,65 @@ pub(crate) async fn upsert(
     let (table, metrics) = builder.await?;
     Ok((table.version(), metrics))
 }
+
+/// Replaces groups of rows (see [`crate::WriteMode::Replace`]): upserts `source` by `keys`
+/// and deletes the other rows of `groups`, in one commit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn replace_groups(
+    lake: &Lake,
+    table: DeltaTable,
+    source: RecordBatch,
+    keys: &[String],
+    group: &str,
+    groups: &[String],
+    props: CommitProperties,
+    writer_properties: Option<WriterProperties>,
+) -> Result<(Option<u64>, MergeMetrics), DeltaTableError> {
+    let ctx = lake.session();
+    let columns: Vec<String> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let df = ctx.read_batch(source)?;
+    let predicate = keys
+        .iter()
+        .map(|k| format!("target.{q} = source.{q}", q = quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let members = groups
+        .iter()
+        .map(|g| format!("'{}'", g.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let in_groups = format!("target.{} IN ({members})", quote(group));
+    let mut builder = table
+        .merge(df, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(Arc::new(ctx.state()))
+        .with_commit_properties(props);
+    if let Some(properties) = writer_properties {
+        builder = builder.with_writer_properties(properties);
+    }
+    let updates: Vec<&String> = columns.iter().filter(|c| !keys.contains(c)).collect();
+    if !updates.is_empty() {
+        builder = builder.when_matched_update(|mut u| {
+            for c in &updates {
+                u = u.update(c.as_str(), format!("source.{}", quote(c)));
+            }
+            u
+        })?;
+    }
+    builder = builder
+        .when_not_matched_insert(|mut i| {
+            for c in &columns {
+                i = i.set(c.as_str(), format!("source.{}", quote(c)));
+            }
+            i
+        })?
+        .when_not_matched_by_source_delete(|d| d.predicate(in_groups))?;
+    let (table, metrics) = builder.await?;
+    Ok((table.version(), metrics))
+}

@@ -80,6 +80,18 @@ pub enum WriteMode {
         /// A boolean column that marks deletions; it is not stored.
         delete_column: Option<String>,
     },
+    /// Replace groups of rows: every existing row whose `group` column holds one of `groups`
+    /// and whose key is not in the input is deleted, and the input rows are upserted by
+    /// `keys`. Reloading records replaces their child rows this way (group = the root id), so
+    /// a list that shrank loses its old elements. Repeating the write changes nothing.
+    Replace {
+        /// The key columns of a row.
+        keys: Vec<String>,
+        /// The column that says which group a row belongs to.
+        group: String,
+        /// The groups being replaced (a group may have no rows in the input).
+        groups: Vec<String>,
+    },
 }
 
 /// What a committed (or skipped) write did.
@@ -141,6 +153,29 @@ impl Lake {
             WriteMode::Merge {
                 keys,
                 delete_column: None,
+            },
+        )
+    }
+
+    /// Replaces the rows of `groups` (by the `group` column) with `batches`, upserting by
+    /// `keys`; see [`WriteMode::Replace`].
+    pub fn replace_groups(
+        &self,
+        table: &TableName,
+        batches: Vec<RecordBatch>,
+        keys: &[&str],
+        group: &str,
+        groups: Vec<String>,
+    ) -> Write {
+        let keys = keys.iter().map(|k| k.to_string()).collect();
+        let group = group.to_string();
+        self.write(
+            table,
+            batches,
+            WriteMode::Replace {
+                keys,
+                group,
+                groups,
             },
         )
     }
@@ -262,7 +297,10 @@ impl Write {
         commit.widened_columns = evolution.widened.iter().map(|(c, ..)| c.clone()).collect();
         commit.variant_columns = evolution.variants.clone();
 
-        let is_merge = matches!(self.mode, WriteMode::Merge { .. });
+        let is_merge = matches!(
+            self.mode,
+            WriteMode::Merge { .. } | WriteMode::Replace { .. }
+        );
         if exists && !evolution.widened.is_empty() && self.mode != WriteMode::Overwrite {
             // Widen first, in its own commit, then write against the widened table.
             crate::maintenance::rewrite_with_schema(
@@ -330,6 +368,46 @@ impl Write {
                     write = write.with_writer_properties(properties.clone());
                 }
                 write.await.map(|t| t.version())
+            }
+            WriteMode::Replace { groups, .. } if exists && groups.is_empty() => Ok(table.version()),
+            WriteMode::Replace {
+                keys,
+                group,
+                groups,
+            } => {
+                let source = dedupe_by_key(name, &batches, keys)?;
+                commit.inserted = source.num_rows() as u64;
+                if !exists {
+                    let mut write = table
+                        .write(vec![source])
+                        .with_save_mode(SaveMode::Append)
+                        .with_table_name(name.table())
+                        .with_session_state(session)
+                        .with_write_batch_size(WRITE_BATCH_ROWS)
+                        .with_commit_properties(props);
+                    if let Some(properties) = &self.writer_properties {
+                        write = write.with_writer_properties(properties.clone());
+                    }
+                    write.await.map(|t| t.version())
+                } else {
+                    crate::merge::replace_groups(
+                        &self.lake,
+                        table,
+                        source,
+                        keys,
+                        group,
+                        groups,
+                        props,
+                        self.writer_properties.clone(),
+                    )
+                    .await
+                    .map(|(version, m)| {
+                        commit.inserted = m.num_target_rows_inserted as u64;
+                        commit.updated = m.num_target_rows_updated as u64;
+                        commit.deleted = m.num_target_rows_deleted as u64;
+                        version
+                    })
+                }
             }
             WriteMode::Merge {
                 keys,

@@ -1,0 +1,84 @@
+//! Reading the instants that sources send.
+//!
+//! One parser for every loader: the collector reads `timestamp` and `sentAt` with it, the
+//! normalizer uses [`parse_instant`] to decide whether a string is a timestamp.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+/// Parses the ISO-8601 forms sources send: RFC 3339 with any fraction, `Z` or an offset (also
+/// without a colon, `+0100`), a space instead of `T`, no zone (taken as UTC), or a date alone.
+///
+/// ```
+/// use tideway_core::time::parse_time;
+/// assert!(parse_time("2026-11-25T14:03:00.123Z").is_some());
+/// assert!(parse_time("2026-11-25 14:03:00+0100").is_some());
+/// assert!(parse_time("2026-11-25").is_some());
+/// assert!(parse_time("yesterday").is_none());
+/// ```
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Some(t) = parse_instant(text) {
+        return Some(t);
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+}
+
+/// Parses a date *and* time in the forms of [`parse_time`], without trimming; a date alone or
+/// anything that is not shaped `YYYY-MM-DD?HH:MM` is `None`, cheaply. Type inference uses
+/// this: a string becomes a timestamp only when it clearly is one.
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let shaped = b.len() >= 16
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b' ')
+        && b[13] == b':'
+        && b[..4].iter().all(u8::is_ascii_digit);
+    if !shaped {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_need_a_date_and_a_time() {
+        assert!(parse_instant("2025-06-01T10:00:00.000Z").is_some());
+        assert!(parse_instant("2025-06-01 10:00:00").is_some());
+        assert!(parse_instant("2025-06-01T10:00").is_some());
+        assert!(parse_instant("2025-06-01").is_none());
+        assert!(parse_instant("#123456").is_none());
+        assert!(parse_instant("2025-06-01T99:00:00Z").is_none());
+        assert_eq!(
+            parse_instant("2025-06-01T12:00:00+02:00"),
+            parse_instant("2025-06-01T10:00:00Z")
+        );
+    }
+}
