@@ -535,12 +535,13 @@ fn rest_source(
     order_parents_first(&mut resources);
     for (i, r) in resources.iter().enumerate() {
         if let Some(p) = &r.parent
-            && !resources[..i].iter().any(|q| &q.name == p) {
-                diags.at(
+            && !resources[..i].iter().any(|q| &q.name == p)
+        {
+            diags.at(
                     None,
                     format!("resource `{}` and its parents form a cycle (`{p}` is its parent): give the top resource no `parent`", r.name),
                 );
-            }
+        }
     }
     Some(RestSource {
         base_url: base_url?,

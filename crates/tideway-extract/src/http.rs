@@ -154,10 +154,11 @@ impl Client {
                     .bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 if remaining(&headers) == Some(0)
-                    && let Some(wait) = reset_wait(&headers) {
-                        debug!(source = %inner.source, wait_ms = wait.as_millis() as u64, "rate limit spent; pausing until it resets");
-                        self.pause(wait).await;
-                    }
+                    && let Some(wait) = reset_wait(&headers)
+                {
+                    debug!(source = %inner.source, wait_ms = wait.as_millis() as u64, "rate limit spent; pausing until it resets");
+                    self.pause(wait).await;
+                }
                 return Ok(Response {
                     url: url.clone(),
                     headers,
@@ -283,9 +284,10 @@ impl Client {
         };
         let mut token = inner.token.lock().await;
         if let Some((t, expires)) = token.as_ref()
-            && Instant::now() + Duration::from_secs(60) < *expires {
-                return Ok(t.clone());
-            }
+            && Instant::now() + Duration::from_secs(60) < *expires
+        {
+            return Ok(t.clone());
+        }
         let mut form = vec![
             ("grant_type", "client_credentials".to_string()),
             ("client_id", client_id.clone()),

@@ -5,7 +5,7 @@
 //! `<relationship>_id` field per to-one relationship (`{"org": {"data": {"type": "org", "id":
 //! "o1"}}}` gives `org_id = "o1"`) and a `<relationship>_ids` list per to-many relationship.
 //! `type`, `links` and relationships without `data` carry nothing a table needs and are left
-//! out.
+//! out; any other member (`meta`, or a field a loader added) is kept as it is.
 //!
 //! ```
 //! use serde_json::json;
@@ -38,7 +38,13 @@ pub fn unwrap(record: Value) -> Value {
             out.insert(key, value);
         }
     }
-    if let Some(Value::Object(relationships)) = resource.remove("relationships") {
+    let relationships = resource.remove("relationships");
+    for (key, value) in resource {
+        if key != "type" && key != "links" {
+            out.entry(key).or_insert(value);
+        }
+    }
+    if let Some(Value::Object(relationships)) = relationships {
         for (name, relationship) in relationships {
             match relationship.get("data") {
                 Some(Value::Object(target)) => {

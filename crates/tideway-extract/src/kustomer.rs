@@ -191,15 +191,16 @@ pub(crate) fn rest_source(
     // A child resource needs its parent.
     for r in &resources {
         if let Some(p) = &r.parent
-            && !names.contains(p) {
-                diags.at(
+            && !names.contains(p)
+        {
+            diags.at(
                     None,
                     format!(
                         "Kustomer `{}` are read for each of the `{p}` a run reads: add `\"{p}\"` to `resources`",
                         r.name
                     ),
                 );
-            }
+        }
     }
     resources.sort_by_key(|r| RESOURCES.iter().position(|n| *n == r.name));
     Some(RestSource {

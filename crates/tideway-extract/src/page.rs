@@ -58,9 +58,10 @@ pub fn first(
         _ => {}
     }
     if let (Some(inc), Some(value)) = (&resource.incremental, cursor)
-        && let Some(param) = &inc.param {
-            params.push((param.clone(), value.to_string()));
-        }
+        && let Some(param) = &inc.param
+    {
+        params.push((param.clone(), value.to_string()));
+    }
     if !params.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in &params {
@@ -134,9 +135,10 @@ pub fn next(
                 .as_ref()
                 .and_then(|p| at_path(page, &crate::config::split_path(p)))
                 .and_then(Value::as_u64)
-                && offset >= total {
-                    return None;
-                }
+                && offset >= total
+            {
+                return None;
+            }
             Some(Cursor {
                 url: with_param(&current.url, offset_param, &offset.to_string()),
                 offset,
@@ -155,9 +157,10 @@ pub fn next(
                 .as_ref()
                 .and_then(|p| at_path(page, &crate::config::split_path(p)))
                 .and_then(Value::as_u64)
-                && current.page >= total {
-                    return None;
-                }
+                && current.page >= total
+            {
+                return None;
+            }
             let page = current.page + 1;
             Some(Cursor {
                 url: with_param(&current.url, param, &page.to_string()),

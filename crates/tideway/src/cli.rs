@@ -20,6 +20,8 @@ Examples:
   tideway sql --format csv \"SELECT * FROM events.tracks\" > tracks.csv
   tideway lake import seeds/countries.csv --table ref.countries --replace
   tideway lake optimize crm.customers
+  tideway extract kustomer                       # pull what changed since the last run
+  tideway sources check                          # validate sources/*.toml and test credentials
 ";
 
 /// Tideway: a customer data platform in one binary.
@@ -85,10 +87,38 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Pull data from the sources in sources/*.toml into the lake, incrementally.
+    #[command(
+        after_help = "Each source's tables land in the schema named after its file (sources/kustomer.toml ->\nkustomer.customers, kustomer.customers__emails, ...). A run reads only what changed since the\nlast one; the cursor commits with the rows, so a crash then a rerun gives no duplicate and no gap.\n\nExample:\n  tideway extract kustomer\n  tideway extract kustomer --resource customers --full-refresh"
+    )]
+    Extract {
+        /// Only this source (a file name in sources/ without .toml); default: all.
+        source: Option<String>,
+        /// Only these resources (and their child resources).
+        #[arg(long = "resource", short = 'r')]
+        resources: Vec<String>,
+        /// Drop the tables and cursors first and read everything again.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Check the source files and test each source's credentials and URL.
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
     /// Benchmarks on the shared workloads (results belong in BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
         command: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Validate sources/*.toml (every problem at once) and fetch each source's first page.
+    Check {
+        /// Only this source.
+        source: Option<String>,
     },
 }
 
@@ -154,6 +184,30 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve { listen } => {
             let project = Project::find(cli.project.as_deref())?;
             serve(&project, listen).await
+        }
+        Command::Extract {
+            source,
+            resources,
+            full_refresh,
+        } => {
+            let project = Project::find(cli.project.as_deref())?;
+            let sources = crate::extract::sources(&project, source.as_deref())?;
+            let lake = project.lake().await?;
+            let options = tideway_extract::RunOptions {
+                full_refresh,
+                resources,
+                ..Default::default()
+            };
+            crate::extract::run(&lake, sources, options).await?;
+            Ok(())
+        }
+        Command::Sources {
+            command: SourcesCommand::Check { source },
+        } => {
+            let project = Project::find(cli.project.as_deref())?;
+            let sources = crate::extract::sources(&project, source.as_deref())?;
+            let lake = project.lake().await?;
+            crate::extract::check(&lake, sources).await
         }
         Command::Bench { command } => crate::bench::run(command).await,
     }

@@ -51,7 +51,7 @@ const LAST: &[&str] = &[
 pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
-    let bar = ProgressBar::new(8);
+    let bar = ProgressBar::new(9);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
@@ -149,6 +149,22 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         )
         .await?;
     bar.inc(1);
+
+    bar.set_message(
+        "extracting Kustomer (a local Kustomer-shaped API): day 1 in full, day 2 incrementally",
+    );
+    let kustomer = crate::demo_extract::run(&project, &lake, customers).await?;
+    let support = lake
+        .sql(
+            "SELECT c.custom__plan_str AS plan, count(DISTINCT c.id) AS customers, \
+             count(DISTINCT v.id) AS conversations, count(m.id) AS messages \
+             FROM kustomer.customers c \
+             LEFT JOIN kustomer.conversations v ON v.customer_id = c.id \
+             LEFT JOIN kustomer.messages m ON m._conversations_id = v.id \
+             GROUP BY 1 ORDER BY customers DESC",
+        )
+        .await?;
+    bar.inc(1);
     bar.finish_and_clear();
 
     println!(
@@ -203,6 +219,14 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     }
     println!("\nTop pages (web.pages, loaded from the event log):");
     if let SqlOutput::Rows(rows) = top_pages {
+        output::print_rows(&rows)?;
+    }
+    println!("\nExtracted from Kustomer (sources/kustomer.toml), day 1 in full:");
+    crate::extract::print_report(&kustomer.day1);
+    println!("Day 2, incrementally (only new and changed records; child rows replaced):");
+    crate::extract::print_report(&kustomer.day2);
+    println!("Customers, conversations and messages by plan (nested JSON flattened into tables):");
+    if let SqlOutput::Rows(rows) = support {
         output::print_rows(&rows)?;
     }
     println!("\nTables:");

@@ -291,6 +291,18 @@ fn the_demo_runs_and_leaves_a_working_project() {
         ],
     ));
     assert_eq!(csv, "n\n3600\n");
+    // Kustomer, extracted in full then incrementally: 300 customers + 6 new.
+    assert!(stdout.contains("Day 2, incrementally"), "{stdout}");
+    let csv = ok(&tideway(
+        &dir,
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM kustomer.customers",
+        ],
+    ));
+    assert_eq!(csv, "n,ids\n303,303\n");
     // Running it again replaces the earlier demo.
     let again = Command::new(env!("CARGO_BIN_EXE_tideway"))
         .args(["demo", "--customers", "50", "--dir"])
@@ -552,4 +564,70 @@ fn kill_9_during_load_loses_no_acknowledged_event_and_duplicates_none() {
     let (n, d) = row.split_once(',').unwrap();
     assert_eq!(n, d, "duplicates in web.order_completed");
     assert_eq!(n.parse::<usize>().unwrap(), stored.len());
+}
+
+/// `tideway extract` and `tideway sources check` against a Kustomer-shaped API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extract_and_sources_check_run_a_kustomer_source() {
+    let fake = tideway_extract::fake::FakeKustomer::start(120, 80, 9)
+        .await
+        .unwrap();
+    let dir = project();
+    std::fs::write(
+        dir.path().join("sources/kustomer.toml"),
+        format!(
+            "type = \"kustomer\"\napi_key = \"${{KUSTOMER_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_minute = 100000\nresources = [\"customers\", \"conversations\", \"messages\"]\n",
+            fake.base_url
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .arg("--project")
+            .arg(dir.path())
+            .args(args)
+            .env("KUSTOMER_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let key = tideway_extract::fake::TOKEN;
+    let stdout = ok(&run(&["sources", "check"], key));
+    assert!(stdout.contains("ok    kustomer"), "{stdout}");
+    assert!(
+        stdout.contains("customers: 100 records on the first page"),
+        "{stdout}"
+    );
+    let stderr = err(&run(&["sources", "check"], "wrong"));
+    let stdout = String::from_utf8_lossy(&run(&["sources", "check"], "wrong").stdout).into_owned();
+    assert!(
+        stdout.contains("FAIL  kustomer") && stdout.contains("answered 401"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 source(s) failed the check"), "{stderr}");
+
+    let stdout = ok(&run(&["extract"], key));
+    assert!(stdout.contains("kustomer: "), "{stdout}");
+    assert!(stdout.contains("kustomer.customers__emails"), "{stdout}");
+    fake.advance(4, 2, 1);
+    let stdout = ok(&run(
+        &["extract", "kustomer", "--resource", "customers"],
+        key,
+    ));
+    assert!(stdout.contains("incremental"), "{stdout}");
+    let csv = ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n FROM kustomer.customers",
+        ],
+    ));
+    assert_eq!(csv, "n\n122\n");
+    let stderr = err(&run(&["extract", "zendesk"], key));
+    assert!(stderr.contains("unknown source `zendesk`"), "{stderr}");
+    assert!(
+        stderr.contains("sources in ") && stderr.contains(": kustomer"),
+        "{stderr}"
+    );
 }
