@@ -63,8 +63,10 @@ pub struct RunOptions {
     pub full_refresh: bool,
     /// Only these resources (and their child resources); empty for all.
     pub resources: Vec<String>,
-    /// Records per commit.
+    /// Records per commit, at most.
     pub flush_records: usize,
+    /// Bytes of normalized rows buffered before a commit, at most (bounds memory).
+    pub flush_bytes: usize,
 }
 
 impl Default for RunOptions {
@@ -73,6 +75,7 @@ impl Default for RunOptions {
             full_refresh: false,
             resources: Vec::new(),
             flush_records: 20_000,
+            flush_bytes: 16 << 20,
         }
     }
 }
@@ -378,7 +381,9 @@ impl Extractor {
                 load.push(self, record, cursor.as_deref(), &skip, children)?;
             }
             self.progress.records.fetch_add(n as u64, Ordering::Relaxed);
-            if load.normalizer.records() >= self.options.flush_records + load.flushed_records {
+            if load.normalizer.records() >= self.options.flush_records + load.flushed_records
+                || load.normalizer.buffered_bytes() >= self.options.flush_bytes
+            {
                 load.flush(self, false, &mut child_loads).await?;
             }
             let next = page::next(&resource.pagination, &request, &response, &doc, n);

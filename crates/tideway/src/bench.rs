@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -53,6 +53,15 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The nested-JSON normalizer alone, on one core: recorded JSON:API pages (parse, unwrap,
+    /// flatten into Arrow tables), in MB of JSON per second.
+    Normalize {
+        /// Folders of `page-*.json` files (e.g. ../shared/bench/data/small/kustomer/day1/customers).
+        #[arg(required = true)]
+        pages: Vec<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Merge (upsert by key) changed rows into a large table.
     LakeMerge {
         #[arg(long, default_value_t = 10_000_000)]
@@ -68,6 +77,7 @@ pub enum BenchCommand {
 
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
+        BenchCommand::Normalize { pages, runs } => normalize(&pages, runs),
         BenchCommand::Collect {
             data,
             shape,
@@ -354,4 +364,51 @@ impl Scratch {
     fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `tideway bench normalize`: see [`BenchCommand::Normalize`].
+fn normalize(dirs: &[PathBuf], runs: usize) -> Result<()> {
+    use tideway_extract::jsonapi;
+    use tideway_extract::normalize::{NormalizeOptions, Normalizer};
+    for dir in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        let pages: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+        let bytes: usize = pages.iter().map(Vec::len).sum();
+        let mut best = f64::MAX;
+        let (mut records, mut rows) = (0, 0);
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            let mut n = Normalizer::new("records", NormalizeOptions::default()).with_primary_key("id");
+            rows = 0;
+            for page in &pages {
+                let mut doc: serde_json::Value = serde_json::from_slice(page)?;
+                if let serde_json::Value::Array(list) = doc["data"].take() {
+                    for record in list {
+                        n.push(&jsonapi::unwrap(record))?;
+                    }
+                }
+                if n.buffered_bytes() > 16 << 20 {
+                    rows += n.finish().iter().map(|t| t.batch.num_rows()).sum::<usize>();
+                }
+            }
+            rows += n.finish().iter().map(|t| t.batch.num_rows()).sum::<usize>();
+            records = n.records();
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        println!(
+            "{}: {} pages, {:.1} MB of JSON, {records} records -> {rows} rows; best of {runs}: {:.3}s = {:.0} MB/s, {:.0} records/s (one core)",
+            dir.display(),
+            pages.len(),
+            bytes as f64 / 1e6,
+            best,
+            bytes as f64 / 1e6 / best,
+            records as f64 / best
+        );
+    }
+    Ok(())
 }

@@ -43,6 +43,30 @@ const FILES: &[(&str, &str)] = &[
 "#,
     ),
     (
+        "sources/rest_api.toml.example",
+        r#"# Any REST API, declared. Rename to crm.toml: its tables land in the schema `crm`.
+# type = "rest"
+# base_url = "https://api.example.com/v2/"
+# requests_per_minute = 600
+#
+# [auth]
+# kind = "bearer"                 # bearer | basic | api_key | oauth2 | none
+# token = "${CRM_TOKEN}"
+#
+# [resources.contacts]
+# path = "contacts"
+# records = "data"                # where the list is in a page ("" for the page itself)
+# primary_key = "id"
+# pagination = { kind = "cursor", cursor_path = "meta.next_cursor", param = "cursor" }
+# incremental = { cursor = "updated_at", param = "updated_since", lookback = "10m" }
+#
+# [resources.notes]               # one request per contact
+# path = "contacts/{parent.id}/notes"
+# parent = "contacts"
+# primary_key = "id"
+"#,
+    ),
+    (
         "models/customer_health.sql.example",
         r#"-- A SQL model: one SELECT per file; it builds the table named in its header.
 -- Rename to customer_health.sql to enable.

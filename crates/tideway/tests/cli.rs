@@ -63,6 +63,32 @@ fn init_scaffolds_a_project_that_works() {
     }
     let out = ok(&tideway(dir.path(), &["tables"]));
     assert!(out.contains("0 tables"), "{out}");
+    // The example REST source, uncommented, is a valid source file: the check gets as far as
+    // connecting.
+    let example = std::fs::read_to_string(dir.path().join("sources/rest_api.toml.example")).unwrap();
+    let text: String = example
+        .lines()
+        .map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l))
+        .filter(|l| !l.starts_with("Any REST API"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("https://api.example.com/v2/", "http://127.0.0.1:9/v2/")
+        .replace("requests_per_minute = 600", "requests_per_minute = 600\nmax_attempts = 1");
+    std::fs::write(dir.path().join("sources/crm.toml"), text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("--project")
+        .arg(dir.path())
+        .args(["sources", "check"])
+        .env("CRM_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  crm") && stdout.contains("failed 1 times, last: cannot connect"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(dir.path().join("sources/crm.toml")).unwrap();
     // A second init refuses to overwrite.
     let again = Command::new(env!("CARGO_BIN_EXE_tideway"))
         .arg("init")
