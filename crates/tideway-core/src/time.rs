@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 /// ```
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
-    if let Some(t) = parse_instant(text) {
+    if let Some(t) = parse_date_time(text) {
         return Some(t);
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
@@ -39,6 +39,12 @@ pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
     if !shaped {
         return None;
     }
+    parse_date_time(text)
+}
+
+/// A date and time in any of the forms of [`parse_time`] (chrono also takes signed, extended
+/// years here).
+fn parse_date_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }

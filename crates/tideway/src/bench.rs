@@ -383,7 +383,8 @@ fn normalize(dirs: &[PathBuf], runs: usize) -> Result<()> {
         let (mut records, mut rows) = (0, 0);
         for _ in 0..runs.max(1) {
             let started = Instant::now();
-            let mut n = Normalizer::new("records", NormalizeOptions::default()).with_primary_key("id");
+            let mut n =
+                Normalizer::new("records", NormalizeOptions::default()).with_primary_key("id");
             rows = 0;
             for page in &pages {
                 let mut doc: serde_json::Value = serde_json::from_slice(page)?;

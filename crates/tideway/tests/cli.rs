@@ -65,7 +65,8 @@ fn init_scaffolds_a_project_that_works() {
     assert!(out.contains("0 tables"), "{out}");
     // The example REST source, uncommented, is a valid source file: the check gets as far as
     // connecting.
-    let example = std::fs::read_to_string(dir.path().join("sources/rest_api.toml.example")).unwrap();
+    let example =
+        std::fs::read_to_string(dir.path().join("sources/rest_api.toml.example")).unwrap();
     let text: String = example
         .lines()
         .map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l))
@@ -73,7 +74,10 @@ fn init_scaffolds_a_project_that_works() {
         .collect::<Vec<_>>()
         .join("\n")
         .replace("https://api.example.com/v2/", "http://127.0.0.1:9/v2/")
-        .replace("requests_per_minute = 600", "requests_per_minute = 600\nmax_attempts = 1");
+        .replace(
+            "requests_per_minute = 600",
+            "requests_per_minute = 600\nmax_attempts = 1",
+        );
     std::fs::write(dir.path().join("sources/crm.toml"), text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
         .arg("--project")
