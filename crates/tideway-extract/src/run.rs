@@ -352,12 +352,24 @@ impl Extractor {
         let mut request = page::first(&self.source.rest.base_url, resource, None, start.as_deref())
             .map_err(|m| self.page_error(resource, "", m))?;
         let mut pages = 0u64;
+        // The next page is requested while this one is normalized and committed.
+        let mut prefetched: Option<tokio::task::JoinHandle<Result<crate::http::Response>>> = None;
         loop {
             let body = page::body(resource, query_start.as_deref());
-            let response = self
-                .client
-                .send(resource.method, &request.url, body.as_deref())
-                .await?;
+            let response = match prefetched.take() {
+                Some(task) => task.await.map_err(|e| {
+                    self.page_error(
+                        resource,
+                        request.url.as_str(),
+                        format!("the request task failed: {e}"),
+                    )
+                })??,
+                None => {
+                    self.client
+                        .send(resource.method, &request.url, body.as_deref())
+                        .await?
+                }
+            };
             pages += 1;
             self.progress.pages.fetch_add(1, Ordering::Relaxed);
             self.progress
@@ -374,6 +386,18 @@ impl Extractor {
                 .map_err(|m| self.page_error(resource, request.url.as_str(), m))?;
             let n = records.len();
             query_count += n as u64;
+            let next = page::next(&resource.pagination, &request, &response, &doc, n);
+            // At the API's result cap: a new query from the last cursor value.
+            let cap = inc.and_then(|i| i.restart_after).filter(|cap| {
+                query_count >= *cap || (next.is_some() && query_count + n as u64 > *cap)
+            });
+            if let (Some(next), None) = (&next, cap) {
+                let (client, url, method) =
+                    (self.client.clone(), next.url.clone(), resource.method);
+                prefetched = Some(tokio::spawn(async move {
+                    client.send(method, &url, body.as_deref()).await
+                }));
+            }
             for record in records {
                 let cursor = inc
                     .and_then(|i| page::at_path(&record, &i.cursor))
@@ -386,11 +410,6 @@ impl Extractor {
             {
                 load.flush(self, false, &mut child_loads).await?;
             }
-            let next = page::next(&resource.pagination, &request, &response, &doc, n);
-            // At the API's result cap: a new query from the last cursor value.
-            let cap = inc.and_then(|i| i.restart_after).filter(|cap| {
-                query_count >= *cap || (next.is_some() && query_count + n as u64 > *cap)
-            });
             if let Some(cap) = cap {
                 let last = load.max_cursor.clone();
                 let stuck = match (&last, &query_start) {
