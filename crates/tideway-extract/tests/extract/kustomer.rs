@@ -313,3 +313,25 @@ async fn an_unreachable_api_is_an_error_after_the_retry_budget() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_reads_everything_again_and_equals_a_fresh_load() {
+    let fake = FakeKustomer::start(150, 60, 21).await.unwrap();
+    let (_d, lake) = new_lake().await;
+    run(&lake, source(&fake, RESOURCES), RunOptions::default())
+        .await
+        .unwrap();
+    fake.advance(5, 3, 4);
+    let refresh = RunOptions {
+        full_refresh: true,
+        ..RunOptions::default()
+    };
+    let report = run(&lake, source(&fake, RESOURCES), refresh).await.unwrap();
+    assert_eq!(report.resources[0].mode, "full");
+    assert_eq!(table_rows(&report, "customers"), 153);
+    let (_d2, fresh) = new_lake().await;
+    run(&fresh, source(&fake, RESOURCES), RunOptions::default())
+        .await
+        .unwrap();
+    assert_same(&snapshot(&lake).await, &snapshot(&fresh).await);
+}

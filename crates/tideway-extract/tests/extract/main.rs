@@ -4,3 +4,4 @@ mod config;
 mod golden;
 mod kustomer;
 mod normalize;
+mod rest;
