@@ -211,15 +211,7 @@ impl Extractor {
                 .client
                 .send(resource.method, &request.url, body.as_deref())
                 .await?;
-            let mut doc: Value = serde_json::from_slice(&response.body).map_err(|e| {
-                self.page_error(
-                    resource,
-                    request.url.as_str(),
-                    format!("the page is not JSON: {e}"),
-                )
-            })?;
-            let records = select(&mut doc, &resource.records)
-                .map_err(|m| self.page_error(resource, request.url.as_str(), m))?;
+            let (_, records) = self.parse_page(resource, &response)?;
             out.push((resource.name.clone(), records.len()));
         }
         Ok(out)
@@ -375,15 +367,7 @@ impl Extractor {
             self.progress
                 .bytes
                 .fetch_add(response.body.len() as u64, Ordering::Relaxed);
-            let mut doc: Value = serde_json::from_slice(&response.body).map_err(|e| {
-                self.page_error(
-                    resource,
-                    request.url.as_str(),
-                    format!("the page is not JSON: {e}"),
-                )
-            })?;
-            let records = select(&mut doc, &resource.records)
-                .map_err(|m| self.page_error(resource, request.url.as_str(), m))?;
+            let (doc, records) = self.parse_page(resource, &response)?;
             let n = records.len();
             query_count += n as u64;
             let next = page::next(&resource.pagination, &request, &response, &doc, n);
@@ -473,6 +457,20 @@ impl Extractor {
         Ok(reports)
     }
 
+    /// A page's JSON and its records (taken out of it; the rest stays for pagination).
+    fn parse_page(
+        &self,
+        resource: &Resource,
+        response: &crate::http::Response,
+    ) -> Result<(Value, Vec<Value>)> {
+        let url = response.url.as_str();
+        let mut doc: Value = serde_json::from_slice(&response.body)
+            .map_err(|e| self.page_error(resource, url, format!("the page is not JSON: {e}")))?;
+        let records =
+            select(&mut doc, &resource.records).map_err(|m| self.page_error(resource, url, m))?;
+        Ok((doc, records))
+    }
+
     fn page_error(&self, resource: &Resource, url: &str, message: String) -> ExtractError {
         ExtractError::Page {
             source_name: self.source.name.clone(),
@@ -500,15 +498,7 @@ impl Extractor {
                 .await?;
             pages += 1;
             self.progress.pages.fetch_add(1, Ordering::Relaxed);
-            let mut doc: Value = serde_json::from_slice(&response.body).map_err(|e| {
-                self.page_error(
-                    resource,
-                    request.url.as_str(),
-                    format!("the page is not JSON: {e}"),
-                )
-            })?;
-            let records = select(&mut doc, &resource.records)
-                .map_err(|m| self.page_error(resource, request.url.as_str(), m))?;
+            let (doc, records) = self.parse_page(resource, &response)?;
             let n = records.len();
             out.extend(records);
             match page::next(&resource.pagination, &request, &response, &doc, n) {

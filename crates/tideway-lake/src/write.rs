@@ -262,6 +262,27 @@ impl Write {
         })
     }
 
+    /// The first write of a merge or replace: the table does not exist, so it is an append.
+    async fn create(
+        &self,
+        table: deltalake::DeltaTable,
+        source: RecordBatch,
+        session: Arc<deltalake::datafusion::execution::context::SessionState>,
+        props: CommitProperties,
+    ) -> std::result::Result<Option<u64>, DeltaTableError> {
+        let mut write = table
+            .write(vec![source])
+            .with_save_mode(SaveMode::Append)
+            .with_table_name(self.table.table())
+            .with_session_state(session)
+            .with_write_batch_size(WRITE_BATCH_ROWS)
+            .with_commit_properties(props);
+        if let Some(properties) = &self.writer_properties {
+            write = write.with_writer_properties(properties.clone());
+        }
+        write.await.map(|t| t.version())
+    }
+
     async fn attempt(&self) -> std::result::Result<Commit, Attempt> {
         let name = &self.table;
         let table = self.lake.load_or_new(name).await?;
@@ -378,17 +399,7 @@ impl Write {
                 let source = dedupe_by_key(name, &batches, keys)?;
                 commit.inserted = source.num_rows() as u64;
                 if !exists {
-                    let mut write = table
-                        .write(vec![source])
-                        .with_save_mode(SaveMode::Append)
-                        .with_table_name(name.table())
-                        .with_session_state(session)
-                        .with_write_batch_size(WRITE_BATCH_ROWS)
-                        .with_commit_properties(props);
-                    if let Some(properties) = &self.writer_properties {
-                        write = write.with_writer_properties(properties.clone());
-                    }
-                    write.await.map(|t| t.version())
+                    self.create(table, source, session, props).await
                 } else {
                     crate::merge::replace_groups(
                         &self.lake,
@@ -418,17 +429,7 @@ impl Write {
                 if !exists {
                     let source = drop_deleted(source, delete_column.as_deref())?;
                     commit.inserted = source.num_rows() as u64;
-                    let mut write = table
-                        .write(vec![source])
-                        .with_save_mode(SaveMode::Append)
-                        .with_table_name(name.table())
-                        .with_session_state(session)
-                        .with_write_batch_size(WRITE_BATCH_ROWS)
-                        .with_commit_properties(props);
-                    if let Some(properties) = &self.writer_properties {
-                        write = write.with_writer_properties(properties.clone());
-                    }
-                    write.await.map(|t| t.version())
+                    self.create(table, source, session, props).await
                 } else {
                     let n = source.num_rows() as u64;
                     let merged = crate::merge::upsert(
