@@ -706,7 +706,9 @@ impl<'r> Load<'r> {
             let rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
             if self.fresh {
                 if let Some(batch) = batch {
-                    lake.append(&name, vec![batch]).await?;
+                    lake.append(&name, vec![batch])
+                        .with_writer_properties(writer_properties())
+                        .await?;
                 }
             } else {
                 lake.replace_groups(
@@ -716,6 +718,7 @@ impl<'r> Load<'r> {
                     ROOT_ID,
                     ids.clone(),
                 )
+                .with_writer_properties(writer_properties())
                 .await?;
             }
             *self.rows.entry(name.to_string()).or_default() += rows;
@@ -749,6 +752,7 @@ impl<'r> Load<'r> {
             lake.merge(&self.root, vec![root_batch], &[ID])
         };
         write
+            .with_writer_properties(writer_properties())
             .with_txn(Txn::new(app_id, state.batch))
             .with_metadata(STATE_KEY, metadata)
             .await?;
@@ -758,6 +762,14 @@ impl<'r> Load<'r> {
         record_rows(extractor, &self.root, rows);
         Ok(())
     }
+}
+
+/// Parquet settings of extract writes: row groups of 64k rows, so that the writer (which
+/// buffers a whole row group) stays small when a merge rewrites a large table.
+fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    deltalake::parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(65_536))
+        .build()
 }
 
 fn record_rows(extractor: &Extractor, table: &TableName, rows: u64) {
