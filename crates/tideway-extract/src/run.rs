@@ -13,6 +13,10 @@
 //!    number) in its `commitInfo` and a Delta transaction identifier: **the cursor advances
 //!    in the same atomic commit as the rows it covers.**
 //!
+//! Steps 2 and 3 of a batch run on a task of their own while the next batch is read and
+//! normalized; a batch's commits start only after the previous batch's have finished, so the
+//! order above holds across batches.
+//!
 //! A crash anywhere leaves the cursor at the last root commit. The rerun reads again from
 //! there: the root rows merge by key and the child rows are replaced by root id, so nothing
 //! is duplicated and nothing is missed. A run that starts on an empty table (first run, or
@@ -538,6 +542,8 @@ struct Load<'r> {
     commits: u64,
     pages: u64,
     rows: BTreeMap<String, u64>,
+    /// The batch being committed in the background.
+    pending: Option<tokio::task::JoinHandle<Result<Written>>>,
 }
 
 impl<'r> Load<'r> {
@@ -582,6 +588,7 @@ impl<'r> Load<'r> {
             commits: 0,
             pages: 0,
             rows: BTreeMap::new(),
+            pending: None,
         })
     }
 
@@ -659,7 +666,6 @@ impl<'r> Load<'r> {
         last: bool,
         child_loads: &mut [Load<'_>],
     ) -> Result<()> {
-        let lake = &extractor.lake;
         // 1. Child resources of the batch's records.
         let parents = std::mem::take(&mut self.parents);
         for child in child_loads.iter_mut() {
@@ -683,48 +689,17 @@ impl<'r> Load<'r> {
             Box::pin(child.flush(extractor, true, &mut [])).await?;
         }
 
+        // Normalizing goes on while the previous batch commits; commits stay in order.
+        self.wait().await?;
         let tables = self.normalizer.finish();
         let ids = std::mem::take(&mut self.batch_ids);
         self.flushed_records = self.normalizer.records();
         if tables.is_empty() && ids.is_empty() {
             return Ok(());
         }
-        // 2. Child tables: replace the batch's records' rows (or append on empty tables).
-        let mut by_table: BTreeMap<String, NormalizedTable> = BTreeMap::new();
-        let mut root_batch: Option<RecordBatch> = None;
-        for t in tables {
-            if t.level == 0 {
-                root_batch = Some(t.batch);
-            } else {
-                self.child_tables.insert(t.table.clone());
-                by_table.insert(t.table.clone(), t);
-            }
+        for t in tables.iter().filter(|t| t.level > 0) {
+            self.child_tables.insert(t.table.clone());
         }
-        for child in self.child_tables.clone() {
-            let name = TableName::new(self.root.schema(), &child)?;
-            let batch = by_table.remove(&child).map(|t| t.batch);
-            let rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
-            if self.fresh {
-                if let Some(batch) = batch {
-                    lake.append(&name, vec![batch])
-                        .with_writer_properties(writer_properties())
-                        .await?;
-                }
-            } else {
-                lake.replace_groups(
-                    &name,
-                    batch.into_iter().collect(),
-                    &[ID],
-                    ROOT_ID,
-                    ids.clone(),
-                )
-                .with_writer_properties(writer_properties())
-                .await?;
-            }
-            *self.rows.entry(name.to_string()).or_default() += rows;
-            record_rows(extractor, &name, rows);
-        }
-        // 3. The root, with the state, atomically.
         let sorted = self.resource.incremental.as_ref().is_none_or(|i| i.sorted);
         let state = ResourceState {
             cursor: if sorted || last {
@@ -739,28 +714,128 @@ impl<'r> Load<'r> {
             },
             batch: self.committed.batch + 1,
         };
-        let root_batch = match root_batch {
-            Some(b) => b,
-            None => return Ok(()),
+        if tables.iter().any(|t| t.level == 0) {
+            self.committed = state.clone();
+        }
+        let job = CommitJob {
+            lake: extractor.lake.clone(),
+            root: self.root.clone(),
+            child_tables: self.child_tables.iter().cloned().collect(),
+            tables,
+            ids,
+            fresh: self.fresh,
+            append: self.fresh || self.resource.write == WriteDisposition::Append,
+            state,
+            progress: extractor.progress.clone(),
+        };
+        self.pending = Some(tokio::spawn(job.run()));
+        if last {
+            self.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the batch being committed, if any, and counts what it wrote.
+    async fn wait(&mut self) -> Result<()> {
+        let Some(task) = self.pending.take() else {
+            return Ok(());
+        };
+        let written = task.await.map_err(|e| ExtractError::Page {
+            source_name: String::new(),
+            resource: self.resource.name.clone(),
+            url: String::new(),
+            message: format!(
+                "the commit task failed: {e} (likely a bug in Tideway, please report it)"
+            ),
+        })??;
+        for (table, rows) in written.tables {
+            *self.rows.entry(table).or_default() += rows;
+        }
+        self.commits += u64::from(written.root_committed);
+        Ok(())
+    }
+}
+
+/// One batch's writes: the child tables, then the root with the state.
+#[derive(Debug)]
+struct CommitJob {
+    lake: Lake,
+    root: TableName,
+    child_tables: Vec<String>,
+    tables: Vec<NormalizedTable>,
+    ids: Vec<String>,
+    fresh: bool,
+    append: bool,
+    state: ResourceState,
+    progress: Arc<RunProgress>,
+}
+
+/// What a [`CommitJob`] wrote.
+#[derive(Debug, Default)]
+struct Written {
+    tables: Vec<(String, u64)>,
+    root_committed: bool,
+}
+
+impl CommitJob {
+    async fn run(self) -> Result<Written> {
+        let lake = &self.lake;
+        let mut written = Written::default();
+        let mut by_table: BTreeMap<String, RecordBatch> = BTreeMap::new();
+        let mut root_batch: Option<RecordBatch> = None;
+        for t in self.tables {
+            if t.level == 0 {
+                root_batch = Some(t.batch);
+            } else {
+                by_table.insert(t.table, t.batch);
+            }
+        }
+        // Child tables: replace the batch's records' rows (or append on empty tables).
+        for child in &self.child_tables {
+            let name = TableName::new(self.root.schema(), child)?;
+            let batch = by_table.remove(child);
+            let rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+            if self.fresh {
+                if let Some(batch) = batch {
+                    lake.append(&name, vec![batch])
+                        .with_writer_properties(writer_properties())
+                        .await?;
+                }
+            } else {
+                lake.replace_groups(
+                    &name,
+                    batch.into_iter().collect(),
+                    &[ID],
+                    ROOT_ID,
+                    self.ids.clone(),
+                )
+                .with_writer_properties(writer_properties())
+                .await?;
+            }
+            record_rows(&self.progress, &name, rows);
+            written.tables.push((name.to_string(), rows));
+        }
+        // The root, with the state, atomically.
+        let Some(root_batch) = root_batch else {
+            return Ok(written);
         };
         let rows = root_batch.num_rows() as u64;
         let app_id = format!("extract:{}", self.root);
-        let metadata = serde_json::to_value(&state).expect("state serializes");
-        let write = if self.fresh || self.resource.write == WriteDisposition::Append {
+        let metadata = serde_json::to_value(&self.state).expect("state serializes");
+        let write = if self.append {
             lake.append(&self.root, vec![root_batch])
         } else {
             lake.merge(&self.root, vec![root_batch], &[ID])
         };
         write
             .with_writer_properties(writer_properties())
-            .with_txn(Txn::new(app_id, state.batch))
+            .with_txn(Txn::new(app_id, self.state.batch))
             .with_metadata(STATE_KEY, metadata)
             .await?;
-        self.committed = state;
-        self.commits += 1;
-        *self.rows.entry(self.root.to_string()).or_default() += rows;
-        record_rows(extractor, &self.root, rows);
-        Ok(())
+        record_rows(&self.progress, &self.root, rows);
+        written.tables.push((self.root.to_string(), rows));
+        written.root_committed = true;
+        Ok(written)
     }
 }
 
@@ -772,9 +847,8 @@ fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties
         .build()
 }
 
-fn record_rows(extractor: &Extractor, table: &TableName, rows: u64) {
-    *extractor
-        .progress
+fn record_rows(progress: &RunProgress, table: &TableName, rows: u64) {
+    *progress
         .rows
         .lock()
         .expect("progress lock")
