@@ -37,14 +37,26 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The whole cause chain, once.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             if let Some(hint) = cli::hint(&e) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The whole cause chain, each cause once: a cause whose text the message already holds
+/// (DataFusion's errors repeat their inner error in their own text) is not printed again.
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 fn init_tracing(verbose: u8) {

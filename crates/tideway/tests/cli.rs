@@ -661,3 +661,22 @@ async fn extract_and_sources_check_run_a_kustomer_source() {
         "{stderr}"
     );
 }
+
+/// An error whose causes repeat each other's text is printed once (DataFusion's do).
+#[test]
+fn a_query_error_is_printed_once() {
+    let dir = project();
+    let file = dir.path().join("c.csv");
+    std::fs::write(&file, "id,plan\n1,pro\n").unwrap();
+    ok(&import(dir.path(), &file, "crm.customers", &[]));
+    let stderr = err(&tideway(
+        dir.path(),
+        &["sql", "SELECT nosuch FROM crm.customers"],
+    ));
+    assert_eq!(
+        stderr.matches("No field named nosuch").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("Valid fields are"), "{stderr}");
+}
