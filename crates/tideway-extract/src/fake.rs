@@ -299,25 +299,16 @@ fn customer(r: &mut StdRng, i: usize, updated: i64) -> Value {
     }
     if r.random_bool(0.45) {
         let points = r.random_range(0..50_000);
+        let text = format!("{points:.0}");
         custom.insert(
             "loyaltyPoints".into(),
-            if r.random_bool(0.85) {
-                json!(points)
-            } else {
-                json!(format!("{points:.0}"))
-            },
+            number_or_text(r, 0.85, points, text),
         );
     }
     if r.random_bool(0.25) {
         let zip = r.random_range(501..99_950);
-        custom.insert(
-            "zipCode".into(),
-            if r.random_bool(0.5) {
-                json!(zip)
-            } else {
-                json!(format!("{zip:05}"))
-            },
-        );
+        let text = format!("{zip:05}");
+        custom.insert("zipCode".into(), number_or_text(r, 0.5, zip, text));
     }
     if r.random_bool(0.1) {
         custom.insert(
@@ -354,6 +345,15 @@ fn customer(r: &mut StdRng, i: usize, updated: i64) -> Value {
         },
         "links": {"self": format!("/v1/customers/{id}")}
     })
+}
+
+/// A field whose type changes between records: the number with probability `p`, else text.
+fn number_or_text(r: &mut StdRng, p: f64, number: i64, text: String) -> Value {
+    if r.random_bool(p) {
+        json!(number)
+    } else {
+        json!(text)
+    }
 }
 
 fn message(conversation: &str, k: usize, at: i64, direction: &str, body: &str) -> Value {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::operations::merge::MergeMetrics;
+use deltalake::operations::merge::{MergeBuilder, MergeMetrics};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, DeltaTableError};
 
@@ -15,24 +15,22 @@ pub(crate) fn quote(column: &str) -> String {
     format!("\"{}\"", column.replace('"', "\"\""))
 }
 
-/// Merges `source` (one row per key) into `table`: matched keys are updated, or deleted when
-/// `delete_column` is true; new keys are inserted unless marked deleted.
-pub(crate) async fn upsert(
+/// A MERGE of `source` into `table` on equal `keys` (aliases `source` and `target`), with the
+/// lake's session and the commit and writer settings; and the source's column names.
+fn merge_on_keys(
     lake: &Lake,
     table: DeltaTable,
     source: RecordBatch,
     keys: &[String],
-    delete_column: Option<&str>,
     props: CommitProperties,
     writer_properties: Option<WriterProperties>,
-) -> Result<(Option<u64>, MergeMetrics), DeltaTableError> {
+) -> Result<(MergeBuilder, Vec<String>), DeltaTableError> {
     let ctx = lake.session();
     let columns: Vec<String> = source
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .filter(|c| Some(c.as_str()) != delete_column)
         .collect();
     let df = ctx.read_batch(source)?;
     let predicate = keys
@@ -49,6 +47,23 @@ pub(crate) async fn upsert(
     if let Some(properties) = writer_properties {
         builder = builder.with_writer_properties(properties);
     }
+    Ok((builder, columns))
+}
+
+/// Merges `source` (one row per key) into `table`: matched keys are updated, or deleted when
+/// `delete_column` is true; new keys are inserted unless marked deleted.
+pub(crate) async fn upsert(
+    lake: &Lake,
+    table: DeltaTable,
+    source: RecordBatch,
+    keys: &[String],
+    delete_column: Option<&str>,
+    props: CommitProperties,
+    writer_properties: Option<WriterProperties>,
+) -> Result<(Option<u64>, MergeMetrics), DeltaTableError> {
+    let (mut builder, mut columns) =
+        merge_on_keys(lake, table, source, keys, props, writer_properties)?;
+    columns.retain(|c| Some(c.as_str()) != delete_column);
     let set_all = |columns: &[String]| -> Vec<(String, String)> {
         columns
             .iter()
@@ -112,34 +127,14 @@ pub(crate) async fn replace_groups(
     props: CommitProperties,
     writer_properties: Option<WriterProperties>,
 ) -> Result<(Option<u64>, MergeMetrics), DeltaTableError> {
-    let ctx = lake.session();
-    let columns: Vec<String> = source
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let df = ctx.read_batch(source)?;
-    let predicate = keys
-        .iter()
-        .map(|k| format!("target.{q} = source.{q}", q = quote(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let (mut builder, columns) =
+        merge_on_keys(lake, table, source, keys, props, writer_properties)?;
     let members = groups
         .iter()
         .map(|g| format!("'{}'", g.replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(", ");
     let in_groups = format!("target.{} IN ({members})", quote(group));
-    let mut builder = table
-        .merge(df, predicate)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_session_state(Arc::new(ctx.state()))
-        .with_commit_properties(props);
-    if let Some(properties) = writer_properties {
-        builder = builder.with_writer_properties(properties);
-    }
     let updates: Vec<&String> = columns.iter().filter(|c| !keys.contains(c)).collect();
     if !updates.is_empty() {
         builder = builder.when_matched_update(|mut u| {
