@@ -92,6 +92,13 @@ pub enum WriteMode {
         /// The groups being replaced (a group may have no rows in the input).
         groups: Vec<String>,
     },
+    /// Replace the rows that match `predicate` (SQL over the table's columns) with the input
+    /// rows, which must all match it too, in one commit. An incremental model rewrites one
+    /// time window this way, so running a window twice leaves one copy of its rows.
+    ReplaceWhere {
+        /// A SQL predicate, e.g. `ts >= TIMESTAMP '2025-06-01' AND ts < TIMESTAMP '2025-06-02'`.
+        predicate: String,
+    },
 }
 
 /// What a committed (or skipped) write did.
@@ -178,6 +185,18 @@ impl Lake {
                 groups,
             },
         )
+    }
+
+    /// Replaces the rows of `table` matching `predicate` with `batches` (see
+    /// [`WriteMode::ReplaceWhere`]), creating the table if needed.
+    pub fn replace_where(
+        &self,
+        table: &TableName,
+        batches: Vec<RecordBatch>,
+        predicate: impl Into<String>,
+    ) -> Write {
+        let predicate = predicate.into();
+        self.write(table, batches, WriteMode::ReplaceWhere { predicate })
     }
 
     /// A write in any [`WriteMode`].
@@ -320,7 +339,7 @@ impl Write {
 
         let is_merge = matches!(
             self.mode,
-            WriteMode::Merge { .. } | WriteMode::Replace { .. }
+            WriteMode::Merge { .. } | WriteMode::Replace { .. } | WriteMode::ReplaceWhere { .. }
         );
         if exists && !evolution.widened.is_empty() && self.mode != WriteMode::Overwrite {
             // Widen first, in its own commit, then write against the widened table.
@@ -338,7 +357,8 @@ impl Write {
             });
         }
         if exists && is_merge && !evolution.added.is_empty() {
-            // A merge reads and writes the table's own schema: add the new columns first.
+            // A merge (or a predicate overwrite) reads and writes the table's own schema: add the
+            // new columns first.
             crate::maintenance::add_columns(name, table, &evolution.target, &evolution.added)
                 .await
                 .map_err(classify)?;
@@ -385,6 +405,26 @@ impl Write {
                 if !exists {
                     write = write.with_table_name(name.table());
                 }
+                if let Some(properties) = &self.writer_properties {
+                    write = write.with_writer_properties(properties.clone());
+                }
+                write.await.map(|t| t.version())
+            }
+            WriteMode::ReplaceWhere { predicate } => {
+                let mut write = table
+                    .write(batches)
+                    .with_session_state(session)
+                    .with_write_batch_size(WRITE_BATCH_ROWS)
+                    .with_commit_properties(props);
+                write = if exists {
+                    write
+                        .with_save_mode(SaveMode::Overwrite)
+                        .with_replace_where(predicate.clone())
+                } else {
+                    write
+                        .with_save_mode(SaveMode::Append)
+                        .with_table_name(name.table())
+                };
                 if let Some(properties) = &self.writer_properties {
                     write = write.with_writer_properties(properties.clone());
                 }

@@ -22,6 +22,9 @@ Examples:
   tideway lake optimize crm.customers
   tideway extract kustomer                       # pull what changed since the last run
   tideway sources check                          # validate sources/*.toml and test credentials
+  tideway compile                                # type-check every model in models/ against its upstreams
+  tideway compile marts.customer_health          # one model's inferred schema
+  tideway run +marts.customer_health             # build it and everything it reads
 ";
 
 /// Tideway: a customer data platform in one binary.
@@ -105,6 +108,33 @@ pub enum Command {
     Sources {
         #[command(subcommand)]
         command: SourcesCommand,
+    },
+    /// Type-check every model (models/**/*.sql) against its upstreams, without running any.
+    #[command(
+        after_help = "Every model is parsed, its tables resolved (other models, or lake tables), the DAG ordered and\neach query planned against its upstreams' inferred schemas. Every problem is reported at once,\nwith file:line:column. Exits non-zero if there is any.\n\nExample:\n  tideway compile\n  tideway compile marts.lifetime_value\n  tideway compile --format json | jq '.models[].name'"
+    )]
+    Compile {
+        /// Show this model's inferred schema (`schema.table` or its file name).
+        model: Option<String>,
+        #[arg(long, short = 'f', value_enum, default_value_t = crate::models::CompileFormat::Text)]
+        format: crate::models::CompileFormat,
+    },
+    /// Run models: compile, then build the selected models' tables, upstreams first.
+    #[command(
+        after_help = "Selectors as dbt's: `m` (a file name or schema.table), `+m` (and what it reads), `m+` (and what\nreads it), `schema.*`. A table model is rebuilt and replaces the old table atomically; an\nincremental model replaces the windows that are over since its last run (or merges by its\nunique key); a view is inlined into the models that read it. Data tests run after each model.\n\nExample:\n  tideway run\n  tideway run +marts.customer_health\n  tideway run marts.engagement --start 2025-05-01 --end 2025-06-01"
+    )]
+    Run {
+        /// Which models (default: all).
+        select: Vec<String>,
+        /// Rebuild incremental models from scratch.
+        #[arg(long)]
+        full_refresh: bool,
+        /// Backfill: the window's start (a date or an instant)...
+        #[arg(long)]
+        start: Option<String>,
+        /// ... and its end (exclusive).
+        #[arg(long)]
+        end: Option<String>,
     },
     /// Benchmarks on the shared workloads (results belong in BENCHMARKS.md).
     Bench {
@@ -208,6 +238,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             let sources = crate::extract::sources(&project, source.as_deref())?;
             let lake = project.lake().await?;
             crate::extract::check(&lake, sources).await
+        }
+        Command::Compile { model, format } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::models::compile_command(&project, model.as_deref(), format).await
+        }
+        Command::Run {
+            select,
+            full_refresh,
+            start,
+            end,
+        } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::models::run_command(&project, select, full_refresh, start, end).await
         }
         Command::Bench { command } => crate::bench::run(command).await,
     }

@@ -51,7 +51,7 @@ const LAST: &[&str] = &[
 pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
-    let bar = ProgressBar::new(9);
+    let bar = ProgressBar::new(10);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
@@ -165,6 +165,22 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         )
         .await?;
     bar.inc(1);
+
+    bar.set_message("models: compiling and running the customer-health pipeline and a lead score");
+    let model_runs = crate::demo_models::run(&project, &lake, customers).await?;
+    let health = lake
+        .sql(
+            "SELECT health_bucket, count(*) AS customers, round(avg(health_score), 1) AS avg_score, \
+             round(avg(lifetime_value), 2) AS avg_ltv FROM marts.customer_health GROUP BY 1 ORDER BY 3 DESC",
+        )
+        .await?;
+    let leads = lake
+        .sql(
+            "SELECT customer_id, email, plan, lead_score, lead_grade, lead_rank FROM marts.lead_score \
+             ORDER BY lead_rank, customer_id LIMIT 5",
+        )
+        .await?;
+    bar.inc(1);
     bar.finish_and_clear();
 
     println!(
@@ -229,6 +245,18 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     if let SqlOutput::Rows(rows) = support {
         output::print_rows(&rows)?;
     }
+    println!(
+        "\nModels (models/**/*.sql: Datacoral, dbt and native headers), compiled against their upstreams, then run:"
+    );
+    crate::models::print_runs(&model_runs);
+    println!("Customer health (marts.customer_health):");
+    if let SqlOutput::Rows(rows) = health {
+        output::print_rows(&rows)?;
+    }
+    println!("Top leads (marts.lead_score):");
+    if let SqlOutput::Rows(rows) = leads {
+        output::print_rows(&rows)?;
+    }
     println!("\nTables:");
     output::print_tables(&lake.infos().await?, Format::Table)?;
     print_next(dir, &lake);
@@ -255,6 +283,11 @@ fn print_next(dir: &Path, lake: &Lake) {
     );
     println!(
         "  tideway -p {p} sql --format json \"SELECT * FROM events.tracks WHERE properties__revenue__v_text IS NOT NULL LIMIT 3\""
+    );
+    println!("  tideway -p {p} compile marts.customer_health    # its inferred schema");
+    println!("  tideway -p {p} run +marts.lead_score            # it and everything it reads");
+    println!(
+        "  tideway -p {p} sql \"SELECT model, window_start, window_end, status, rows FROM _tideway.model_runs\""
     );
     println!("  tideway -p {p} lake import <your.csv> --table raw.my_table");
     println!(

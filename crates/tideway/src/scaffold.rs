@@ -68,11 +68,19 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "models/customer_health.sql.example",
-        r#"-- A SQL model: one SELECT per file; it builds the table named in its header.
--- Rename to customer_health.sql to enable.
--- materialized: table
--- unique_key: customer_id
--- interval: 60m
+        r#"-- A SQL model: one SELECT per file. It builds the table <folder>.<file name>
+-- (models/customer_health.sql builds models.customer_health; `schema` and `name` below
+-- override that). Rename to customer_health.sql to enable; `tideway compile` checks it,
+-- `tideway run` builds it. dbt's {{ ref('m') }} / {{ config(...) }} and Datacoral's
+-- @matview-* annotations work too.
+/* tideway
+materialized = "table"          # table | view | incremental (with time_column or unique_key)
+interval = "1h"                 # how often its window closes: 15m, 1h, 1d, ...
+owner = "customer-success"
+description = "Events in the last 30 days per customer."
+[tests]
+customer_id = ["not_null", "unique"]
+*/
 SELECT c.id AS customer_id, count(t.message_id) AS events_30d
 FROM crm.customers c
 LEFT JOIN events.tracks t ON t.user_id = c.id AND t.timestamp > now() - INTERVAL '30 days'

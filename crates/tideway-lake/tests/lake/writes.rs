@@ -254,3 +254,38 @@ async fn an_object_store_lake_without_the_feature_says_how_to_build_one() {
     );
     assert!(err.contains("--features cloud"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_where_rewrites_only_the_matching_rows_and_repeats_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    let t: TableName = "marts.windows".parse().unwrap();
+    // The first write creates the table.
+    lake.replace_where(&t, vec![rows(0..10)], "id >= 0 AND id < 10")
+        .await
+        .unwrap();
+    lake.replace_where(&t, vec![rows(10..20)], "id >= 10 AND id < 20")
+        .await
+        .unwrap();
+    assert_eq!(count(&lake, "marts.windows").await, 20);
+    // Rewriting a window replaces its rows: twice gives one copy, other windows untouched.
+    for _ in 0..2 {
+        lake.replace_where(&t, vec![rows(12..15)], "id >= 10 AND id < 20")
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&lake, "marts.windows").await, 13);
+    assert_eq!(
+        count(&lake, "(SELECT * FROM marts.windows WHERE id >= 10)").await,
+        3
+    );
+    // Rows outside the predicate are refused, and nothing is written.
+    let e = lake
+        .replace_where(&t, vec![rows(30..31)], "id >= 10 AND id < 20")
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().is_empty());
+    assert_eq!(count(&lake, "marts.windows").await, 13);
+}

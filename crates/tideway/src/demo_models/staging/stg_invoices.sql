@@ -1,0 +1,5 @@
+-- billingdb.invoices, as the source system delivers it
+/* tideway
+materialized = "view"
+*/
+select * from billingdb.invoices

@@ -1,0 +1,5 @@
+-- billingdb.orders, as the source system delivers it
+/* tideway
+materialized = "view"
+*/
+select * from billingdb.orders

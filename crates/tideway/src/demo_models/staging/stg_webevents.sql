@@ -1,0 +1,5 @@
+-- events.webevents, as the source system delivers it
+/* tideway
+materialized = "view"
+*/
+select * from events.webevents

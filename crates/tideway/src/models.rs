@@ -1,0 +1,266 @@
+//! `tideway compile`: the models checked like a compiler would.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+use tideway_models::{Compilation, Models, compile};
+
+use crate::project::Project;
+
+/// How `tideway compile` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompileFormat {
+    /// Compiler-style errors and a summary (or one model's schema).
+    Text,
+    /// One JSON document: every model's schema and upstreams, every diagnostic.
+    Json,
+}
+
+/// Loads and compiles the project's models against its lake.
+pub async fn compile_project(project: &Project) -> Result<(Compilation, std::time::Duration)> {
+    let started = Instant::now();
+    let (models, errors) = Models::load(&project.dir);
+    let lake = project.lake().await?;
+    let compiled = compile::compile(models, errors, Some(&lake)).await?;
+    Ok((compiled, started.elapsed()))
+}
+
+pub async fn compile_command(
+    project: &Project,
+    model: Option<&str>,
+    format: CompileFormat,
+) -> Result<()> {
+    let (compiled, elapsed) = compile_project(project).await?;
+    if let Some(name) = model
+        && compiled.models.find(name).is_none()
+    {
+        let names = compiled.models.names();
+        let hint = tideway_lake::closest(name, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        bail!(
+            "no model named `{name}`{hint} ({} models in models/)",
+            names.len()
+        );
+    }
+    match format {
+        CompileFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&compiled, elapsed))?
+        ),
+        CompileFormat::Text => {
+            for d in &compiled.diagnostics {
+                eprintln!("{d}\n");
+            }
+            for (i, because) in &compiled.not_checked {
+                eprintln!(
+                    "note: {} was not checked: its upstream {} has errors",
+                    compiled.models.models[*i].name, compiled.models.models[*because].name
+                );
+            }
+            if let Some(c) = model.and_then(|m| compiled.get(m)) {
+                let m = &compiled.models.models[c.index];
+                println!(
+                    "{} ({}, {:?})",
+                    m.name,
+                    m.file.display(),
+                    m.config.materialized
+                );
+                let mut reads: Vec<String> = c
+                    .upstream_models
+                    .iter()
+                    .map(|&u| compiled.models.models[u].name.to_string())
+                    .collect();
+                reads.extend(c.upstream_sources.iter().cloned());
+                println!(
+                    "reads: {}",
+                    if reads.is_empty() {
+                        "-".into()
+                    } else {
+                        reads.join(", ")
+                    }
+                );
+                let mut table = comfy_table::Table::new();
+                table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                table.set_header(["column", "type", "nullable"]);
+                for f in c.schema.fields() {
+                    table.add_row([
+                        f.name().clone(),
+                        f.data_type().to_string(),
+                        if f.is_nullable() { "yes" } else { "no" }.to_string(),
+                    ]);
+                }
+                println!("{table}");
+            }
+            let checked = compiled.compiled.iter().flatten().count();
+            eprintln!(
+                "compiled {} of {} model(s) in {} ms: {} error(s){}",
+                checked,
+                compiled.models.len(),
+                elapsed.as_millis(),
+                compiled.diagnostics.len(),
+                if compiled.not_checked.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} not checked", compiled.not_checked.len())
+                }
+            );
+        }
+    }
+    if !compiled.is_ok() {
+        bail!(
+            "the models have {} error(s); nothing was run",
+            compiled.diagnostics.len()
+        );
+    }
+    Ok(())
+}
+
+fn to_json(compiled: &Compilation, elapsed: std::time::Duration) -> serde_json::Value {
+    let models: Vec<serde_json::Value> = compiled
+        .order
+        .iter()
+        .filter_map(|&i| compiled.compiled[i].as_ref())
+        .map(|c| {
+            let m = &compiled.models.models[c.index];
+            json!({
+                "name": m.name.to_string(),
+                "file": m.file,
+                "config": m.config,
+                "columns": c.schema.fields().iter().map(|f| json!({
+                    "name": f.name(),
+                    "type": f.data_type().to_string(),
+                    "nullable": f.is_nullable(),
+                })).collect::<Vec<_>>(),
+                "reads_models": c.upstream_models.iter().map(|&u| compiled.models.models[u].name.to_string()).collect::<Vec<_>>(),
+                "reads_tables": c.upstream_sources,
+            })
+        })
+        .collect();
+    json!({
+        "ok": compiled.is_ok(),
+        "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+        "models": models,
+        "diagnostics": compiled.diagnostics,
+        "not_checked": compiled.not_checked.iter().map(|(i, u)| json!({
+            "model": compiled.models.models[*i].name.to_string(),
+            "because": compiled.models.models[*u].name.to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Parses a window bound: an RFC 3339 / ISO-8601 instant or a date (midnight UTC).
+fn parse_bound(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Some(t) = tideway_core::time::parse_time(text) {
+        return Ok(t);
+    }
+    bail!("--{flag} `{text}` is not a date or an instant; write 2025-06-01 or 2025-06-01T12:00:00Z")
+}
+
+/// `tideway run`: compile, then run the selected models and print a summary.
+pub async fn run_command(
+    project: &Project,
+    select: Vec<String>,
+    full_refresh: bool,
+    start: Option<String>,
+    end: Option<String>,
+) -> Result<()> {
+    let window = match (start, end) {
+        (Some(s), Some(e)) => Some((parse_bound("start", &s)?, parse_bound("end", &e)?)),
+        (None, None) => None,
+        _ => bail!("a backfill needs both --start and --end"),
+    };
+    let (compiled, elapsed) = compile_project(project).await?;
+    if !compiled.is_ok() {
+        for d in &compiled.diagnostics {
+            eprintln!("{d}\n");
+        }
+        bail!(
+            "the models have {} error(s); nothing was run",
+            compiled.diagnostics.len()
+        );
+    }
+    let lake = project.lake().await?;
+    let options = tideway_models::run::RunOptions {
+        select,
+        full_refresh,
+        window,
+        now: chrono::Utc::now(),
+    };
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})")
+            .expect("a valid template"),
+    );
+    let runs = tideway_models::run::run(&lake, &compiled, &options, |event| match event {
+        tideway_models::run::Event::Started { model, index, of } => {
+            bar.set_length(of as u64);
+            bar.set_position(index as u64);
+            bar.set_message(format!("running {model}"));
+        }
+        tideway_models::run::Event::Finished(_) => bar.inc(1),
+    })
+    .await?;
+    bar.finish_and_clear();
+    print_runs(&runs);
+    let failed = runs
+        .iter()
+        .filter(|r| r.status == tideway_models::run::Status::Failed)
+        .count();
+    let skipped = runs
+        .iter()
+        .filter(|r| r.status == tideway_models::run::Status::Skipped)
+        .count();
+    eprintln!(
+        "ran {} model(s) in {:.1} s (compile {} ms): {} failed, {} skipped; history in {}",
+        runs.len(),
+        started.elapsed().as_secs_f64(),
+        elapsed.as_millis(),
+        failed,
+        skipped,
+        tideway_models::run::HISTORY_TABLE
+    );
+    if failed > 0 {
+        bail!("{failed} model(s) failed");
+    }
+    Ok(())
+}
+
+pub fn print_runs(runs: &[tideway_models::run::ModelRun]) {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["model", "materialized", "status", "window", "rows", "time"]);
+    for r in runs {
+        let status = serde_json::to_value(r.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let materialized = format!("{:?}", r.materialized).to_lowercase();
+        table.add_row([
+            r.model.clone(),
+            materialized,
+            status,
+            format!(
+                "[{}, {})",
+                r.window_start.format("%Y-%m-%d %H:%M"),
+                r.window_end.format("%Y-%m-%d %H:%M")
+            ),
+            r.rows.to_string(),
+            format!("{} ms", r.elapsed.as_millis()),
+        ]);
+    }
+    println!("{table}");
+    for r in runs {
+        if let Some(e) = &r.error {
+            eprintln!("{}: {e}", r.model);
+        }
+        for t in &r.failed_tests {
+            eprintln!(
+                "  test {} failed on {} row(s):\n{}",
+                t.test, t.failing_rows, t.sample
+            );
+        }
+    }
+}
