@@ -418,11 +418,15 @@ fn datacoral(
                 )),
             },
             "@datacoral" => {}
-            k if k.starts_with("@matview-") || k.starts_with("@interval") => errors.push(err(
-                start + key_start,
-                key.len(),
-                format!("unknown annotation `{k}`; known: {DATACORAL_KEYS}"),
-            )),
+            k if (k.starts_with("@matview-") || k.starts_with("@interval"))
+                && k[1..].chars().all(|c| c.is_ascii_lowercase() || c == '-') =>
+            {
+                errors.push(err(
+                    start + key_start,
+                    key.len(),
+                    format!("unknown annotation `{k}`; known: {DATACORAL_KEYS}"),
+                ))
+            }
             // An `@` in prose (an e-mail address in a comment) is not an annotation.
             _ => {}
         }
@@ -504,6 +508,10 @@ mod tests {
             "{}",
             e[0]
         );
+        // Prose about annotations is not an annotation.
+        let (_, e) =
+            header("-- dbt's config() and Datacoral's @matview-* annotations work too\nselect 1");
+        assert!(e.is_empty(), "{e:?}");
         let (_, e) = header("-- @interval-in-minutes soon\nselect 1");
         assert!(e[0].contains("m.sql:1:25"), "{}", e[0]);
     }

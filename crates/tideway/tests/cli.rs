@@ -333,6 +333,37 @@ fn the_demo_runs_and_leaves_a_working_project() {
         ],
     ));
     assert_eq!(csv, "n,ids\n303,303\n");
+    // The models ran: one health score and one lead score per billing customer.
+    let csv = ok(&tideway(
+        &dir,
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT (SELECT count(*) FROM marts.customer_health) AS health, \
+             (SELECT count(*) FROM marts.lead_score) AS leads, \
+             (SELECT count(DISTINCT model) FROM _tideway.model_runs) AS models",
+        ],
+    ));
+    assert_eq!(csv, "health,leads,models\n300,300,13\n");
+    // The project's models compile and run again from the command line; a typo is refused
+    // with its place and the right name.
+    ok(&tideway(&dir, &["run", "+marts.customer_health"]));
+    let health = dir.join("models/marts/customer_health.sql");
+    let sql = std::fs::read_to_string(&health).unwrap();
+    std::fs::write(
+        &health,
+        sql.replace("l.lifetime_value,", "l.lifetme_value,"),
+    )
+    .unwrap();
+    let e = err(&tideway(&dir, &["run"]));
+    assert!(
+        e.contains("`l` has no column `lifetme_value`")
+            && e.contains("models/marts/customer_health.sql:15:9")
+            && e.contains("did you mean `lifetime_value`?")
+            && e.contains("nothing was run"),
+        "{e}"
+    );
     // Running it again replaces the earlier demo.
     let again = Command::new(env!("CARGO_BIN_EXE_tideway"))
         .args(["demo", "--customers", "50", "--dir"])
@@ -679,4 +710,51 @@ fn a_query_error_is_printed_once() {
         "{stderr}"
     );
     assert!(stderr.contains("Valid fields are"), "{stderr}");
+}
+
+#[test]
+fn compile_reports_every_model_error_and_its_json_lists_schemas() {
+    let dir = project();
+    ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "CREATE TABLE crm.people (id BIGINT, email VARCHAR, plan VARCHAR)",
+        ],
+    ));
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("marts")).unwrap();
+    std::fs::write(
+        models.join("marts/plans.sql"),
+        "select plan, count(*) as people from crm.people group by plan",
+    )
+    .unwrap();
+    std::fs::write(models.join("marts/typo.sql"), "select id from crm.peopel").unwrap();
+    std::fs::write(models.join("marts/syntax.sql"), "select id from").unwrap();
+    let e = err(&tideway(dir.path(), &["compile"]));
+    assert!(
+        e.contains("unknown table `crm.peopel`") && e.contains("did you mean `crm.people`?"),
+        "{e}"
+    );
+    assert!(e.contains("models/marts/syntax.sql:1:"), "{e}");
+    assert!(
+        e.contains("compiled 1 of 3 model(s)") && e.contains("2 error(s)"),
+        "{e}"
+    );
+    std::fs::remove_file(models.join("marts/typo.sql")).unwrap();
+    std::fs::remove_file(models.join("marts/syntax.sql")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&tideway(dir.path(), &["compile", "--format", "json"]))).unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["models"][0]["name"], "marts.plans");
+    assert_eq!(json["models"][0]["columns"][1]["name"], "people");
+    assert_eq!(json["models"][0]["columns"][1]["type"], "Int64");
+    assert_eq!(json["models"][0]["reads_tables"][0], "crm.people");
+    // The scaffolded example model, enabled, has a valid header.
+    let example = std::fs::read_to_string(models.join("customer_health.sql.example")).unwrap();
+    let model = tideway_models::Model::parse("models/customer_health.sql".into(), example);
+    assert!(model.is_ok(), "{:?}", model.err());
+    let e = err(&tideway(dir.path(), &["run", "plnas"]));
+    assert!(e.contains("did you mean `marts.plans`?"), "{e}");
+    ok(&tideway(dir.path(), &["run", "plans"]));
 }
