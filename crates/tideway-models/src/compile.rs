@@ -178,7 +178,7 @@ fn prepare(models: &Models) -> Vec<Result<Prepared, Vec<Diagnostic>>> {
                 this: model.name.to_string(),
             };
             let rendered = model.render(&ctx)?;
-            let mut statement = project::parse_query(model, &rendered).map_err(|d| vec![d])?;
+            let mut statement = project::parse_query(model, &rendered).map_err(|d| vec![*d])?;
             let references = project::references(&statement, &rendered.sql);
             dialect::rewrite(&mut statement);
             Ok(Prepared {
@@ -337,7 +337,7 @@ fn check(
             state: &state,
             tables: &tables,
         };
-        let planner = SqlToRel::new_with_options(&provider, options.clone());
+        let planner = SqlToRel::new_with_options(&provider, options);
         match planner.sql_statement_to_plan(p.statement.clone()) {
             Ok(plan) => {
                 let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
@@ -369,10 +369,13 @@ fn check(
     }
     // Cycles downstream of a failed model: those models are in no order at all.
     for i in 0..n {
-        if !failed[i] && compiled[i].is_none() && blocked_by[i].is_none() && !order.contains(&i) {
-            if let Some(&u) = upstream_models[i].iter().find(|&&u| failed[u]) {
-                not_checked.push((i, u));
-            }
+        if !failed[i]
+            && compiled[i].is_none()
+            && blocked_by[i].is_none()
+            && !order.contains(&i)
+            && let Some(&u) = upstream_models[i].iter().find(|&&u| failed[u])
+        {
+            not_checked.push((i, u));
         }
     }
     Compilation {

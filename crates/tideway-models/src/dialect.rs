@@ -184,10 +184,10 @@ fn rewrite_expr(expr: &mut Expr) {
                 &interval.last_field,
             ) && let Value::Number(n, _) = &v.value
             {
-                interval.value = Box::new(Expr::Value(ValueWithSpan {
+                *interval.value = Expr::Value(ValueWithSpan {
                     value: Value::SingleQuotedString(format!("{n} {field}")),
                     span: v.span,
-                }));
+                });
                 interval.leading_field = None;
             }
         }

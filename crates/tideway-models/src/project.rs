@@ -311,7 +311,7 @@ pub struct Reference {
 }
 
 /// Parses the rendered SQL of `model`: exactly one query.
-pub fn parse_query(model: &Model, rendered: &Rendered) -> Result<Statement, Diagnostic> {
+pub fn parse_query(model: &Model, rendered: &Rendered) -> Result<Statement, Box<Diagnostic>> {
     let dialect = GenericDialect {};
     let statements = Parser::new(&dialect)
         .try_with_sql(&rendered.sql)
@@ -328,21 +328,21 @@ pub fn parse_query(model: &Model, rendered: &Rendered) -> Result<Statement, Diag
             // "found: EOF" comes without a position: the query ends too early.
             let end = rendered.sql.trim_end().len().saturating_sub(1);
             let offset = position.map_or(end, |p| lines.offset(p));
-            return Err(model.diagnostic_at(
+            return Err(Box::new(model.diagnostic_at(
                 rendered,
                 offset..offset + 1,
                 Code::Syntax,
                 format!("syntax error: {}", message.trim()),
-            ));
+            )));
         }
     };
     match statements.len() {
         1 if matches!(statements[0], Statement::Query(_)) => Ok(statements.remove(0)),
-        0 => Err(Diagnostic::file(
+        0 => Err(Box::new(Diagnostic::file(
             Code::Syntax,
             &model.file,
             "the model has no query; a model is one SELECT (WITH ... SELECT ...)",
-        )),
+        ))),
         _ => {
             let at = statements
                 .iter()
@@ -354,12 +354,12 @@ pub fn parse_query(model: &Model, rendered: &Rendered) -> Result<Statement, Diag
                 line: at.start.line as usize,
                 column: at.start.column as usize,
             });
-            Err(model.diagnostic_at(
+            Err(Box::new(model.diagnostic_at(
                 rendered,
                 offset..offset + 1,
                 Code::Syntax,
                 "a model is exactly one SELECT (WITH ... SELECT ...); Tideway writes the table itself, so leave out CREATE, INSERT and other statements",
-            ))
+            )))
         }
     }
 }
@@ -509,10 +509,7 @@ pub fn order(upstreams: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
         let mut path = vec![start];
         let mut index: HashMap<usize, usize> = HashMap::from([(start, 0)]);
         let mut at = start;
-        loop {
-            let Some(&next) = upstreams[at].iter().find(|u| left.contains_key(u)) else {
-                break;
-            };
+        while let Some(&next) = upstreams[at].iter().find(|u| left.contains_key(u)) {
             if let Some(&k) = index.get(&next) {
                 let mut cycle: Vec<usize> = path[k..].to_vec();
                 if cycle.iter().any(|c| on_cycle.contains(c)) {

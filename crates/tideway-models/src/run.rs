@@ -59,7 +59,13 @@ pub enum RunError {
     #[error("a window's start ({start}) is not before its end ({end})")]
     EmptyWindow { start: String, end: String },
     #[error(transparent)]
-    Lake(#[from] LakeError),
+    Lake(Box<LakeError>),
+}
+
+impl From<LakeError> for RunError {
+    fn from(e: LakeError) -> Self {
+        RunError::Lake(Box::new(e))
+    }
 }
 
 impl tideway_core::Faulty for RunError {
