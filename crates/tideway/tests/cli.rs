@@ -758,3 +758,34 @@ fn compile_reports_every_model_error_and_its_json_lists_schemas() {
     assert!(e.contains("did you mean `marts.plans`?"), "{e}");
     ok(&tideway(dir.path(), &["run", "plans"]));
 }
+
+/// The acceptance check of the models: the demo's customer-health pipeline and lead score,
+/// run by an independent engine (DuckDB, on the same source rows read by the `deltalake`
+/// Python package), give the rows Tideway's models wrote.
+#[test]
+fn the_demo_models_give_what_duckdb_gives_for_the_same_sql() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    ok(&Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo", "--customers", "400", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap());
+    let python = std::env::var("TIDEWAY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/models_duckdb.py");
+    let out = Command::new(&python).arg(&script).arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "DuckDB disagrees, or could not run (`.ci/run` installs duckdb and deltalake and sets TIDEWAY_PYTHON):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mart in ["lifetime_value", "satisfaction", "engagement", "customer_health", "lead_score"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{mart}: ")) && l.ends_with("columns equal")),
+            "{stdout}"
+        );
+    }
+}
