@@ -101,7 +101,9 @@ pub async fn compile(
             .collect(),
         None => Vec::new(),
     };
+    let started = std::time::Instant::now();
     let mut prepared = prepare(&models);
+    let prepare_ms = started.elapsed().as_secs_f64() * 1000.0;
     // The schemas of the lake tables that models read and no model builds.
     let wanted: HashSet<String> = prepared
         .iter()
@@ -121,13 +123,16 @@ pub async fn compile(
             sources.insert(name, schema);
         }
     }
-    Ok(check(
-        models,
-        load_errors,
-        &mut prepared,
-        sources,
-        &lake_tables,
-    ))
+    let loaded_ms = started.elapsed().as_secs_f64() * 1000.0 - prepare_ms;
+    let compilation = check(models, load_errors, &mut prepared, sources, &lake_tables);
+    tracing::debug!(
+        models = compilation.models.len(),
+        prepare_ms,
+        schemas_ms = loaded_ms,
+        plan_ms = started.elapsed().as_secs_f64() * 1000.0 - prepare_ms - loaded_ms,
+        "compiled: rendered and parsed, read the lake tables' schemas, planned"
+    );
+    Ok(compilation)
 }
 
 /// A model rendered and parsed, not yet planned.
@@ -394,49 +399,37 @@ fn check_output(
     rendered: &Rendered,
     schema: &SchemaRef,
 ) -> Option<Diagnostic> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, field) in schema.fields().iter().enumerate() {
+    // A diagnostic at the first place the column's name is written.
+    let at_column = |name: &str, message: String, help: String| {
+        let at = find_word(&rendered.sql, name).unwrap_or(0);
+        Some(
+            model
+                .diagnostic_at(rendered, at..at + name.len(), Code::Output, message)
+                .with_help(help),
+        )
+    };
+    let mut seen: HashSet<String> = HashSet::new();
+    for field in schema.fields() {
         let name = field.name();
         if name.chars().any(|c| " ,;{}()\n\t=".contains(c)) {
-            let at = find_word(&rendered.sql, name).unwrap_or(0);
-            return Some(
-                model
-                    .diagnostic_at(
-                        rendered,
-                        at..at + name.len(),
-                        Code::Output,
-                        format!("the column `{name}` needs a name"),
-                    )
-                    .with_help(format!(
-                        "write `{name} AS <name>`: a lake table's columns are plain names"
-                    )),
+            return at_column(
+                name,
+                format!("the column `{name}` needs a name"),
+                format!("write `{name} AS <name>`: a lake table's columns are plain names"),
             );
         }
-        if let Some(j) = seen.insert(name.to_lowercase(), i) {
-            let _ = j;
-            let at = find_word(&rendered.sql, name).unwrap_or(0);
-            return Some(
-                model
-                    .diagnostic_at(
-                        rendered,
-                        at..at + name.len(),
-                        Code::Output,
-                        format!("two output columns are named `{name}`"),
-                    )
-                    .with_help("give one of them another name with `AS`"),
+        if !seen.insert(name.to_lowercase()) {
+            return at_column(
+                name,
+                format!("two output columns are named `{name}`"),
+                "give one of them another name with `AS`".into(),
             );
         }
         if matches!(field.data_type(), DataType::Null) {
-            let at = find_word(&rendered.sql, name).unwrap_or(0);
-            return Some(
-                model
-                    .diagnostic_at(
-                        rendered,
-                        at..at + name.len(),
-                        Code::Output,
-                        format!("the column `{name}` has no type (it is always NULL)"),
-                    )
-                    .with_help(format!("cast it: `CAST(NULL AS VARCHAR) AS {name}`")),
+            return at_column(
+                name,
+                format!("the column `{name}` has no type (it is always NULL)"),
+                format!("cast it: `CAST(NULL AS VARCHAR) AS {name}`"),
             );
         }
     }

@@ -21,8 +21,15 @@ pub enum CompileFormat {
 pub async fn compile_project(project: &Project) -> Result<(Compilation, std::time::Duration)> {
     let started = Instant::now();
     let (models, errors) = Models::load(&project.dir);
+    let read = started.elapsed();
     let lake = project.lake().await?;
+    let opened = started.elapsed() - read;
     let compiled = compile::compile(models, errors, Some(&lake)).await?;
+    tracing::debug!(
+        read_ms = read.as_millis() as u64,
+        lake_ms = opened.as_millis() as u64,
+        "read the model files, opened the lake"
+    );
     Ok((compiled, started.elapsed()))
 }
 

@@ -773,14 +773,24 @@ fn the_demo_models_give_what_duckdb_gives_for_the_same_sql() {
         .unwrap());
     let python = std::env::var("TIDEWAY_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/models_duckdb.py");
-    let out = Command::new(&python).arg(&script).arg(&dir).output().unwrap();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "DuckDB disagrees, or could not run (`.ci/run` installs duckdb and deltalake and sets TIDEWAY_PYTHON):\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for mart in ["lifetime_value", "satisfaction", "engagement", "customer_health", "lead_score"] {
+    for mart in [
+        "lifetime_value",
+        "satisfaction",
+        "engagement",
+        "customer_health",
+        "lead_score",
+    ] {
         assert!(
             stdout
                 .lines()
