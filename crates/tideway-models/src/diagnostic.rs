@@ -110,10 +110,7 @@ impl fmt::Display for Diagnostic {
     ///    = help: did you mean `lifetime_value`?
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = serde_json::to_value(self.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let code = label(&self.code);
         writeln!(f, "error[{code}]: {}", self.message)?;
         match (self.position, &self.line_text) {
             (Some(p), Some(text)) => {
@@ -153,6 +150,14 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// The lowercase name of a unit enum, as serde writes it (`unknown-column`, `up_to_date`).
+pub(crate) fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Line starts of a text, to turn byte offsets into positions and back.

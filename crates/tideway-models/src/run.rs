@@ -337,8 +337,8 @@ pub async fn run(
             runs.push(result);
             continue;
         }
-        let windows = match windows(lake, model, options, interval).await {
-            Ok(w) => w,
+        let mut state = match TableState::read(lake, model, options).await {
+            Ok(state) => state,
             Err(e) => {
                 result.status = Status::Failed;
                 result.error = Some(error_text(&e));
@@ -349,6 +349,7 @@ pub async fn run(
                 continue;
             }
         };
+        let windows = windows(model, &state, options, interval);
         if windows.is_empty() {
             result.status = Status::UpToDate;
             result.elapsed = started.elapsed();
@@ -368,7 +369,7 @@ pub async fn run(
                 model,
                 &views,
                 options,
-                (start, end),
+                &mut state,
                 &mut run,
             )
             .await
@@ -466,29 +467,24 @@ async fn high_water(lake: &Lake, name: &TableName) -> Result<Option<DateTime<Utc
 /// model that has run, each interval window that is over since its last run (one
 /// micro-batch each, so catching up after downtime keeps every window's label); on a first
 /// run (or a full refresh), all of history up to the last window that is over, at once.
-async fn windows(
-    lake: &Lake,
+fn windows(
     model: &Model,
+    state: &TableState,
     options: &RunOptions,
     interval: Duration,
-) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, LakeError> {
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     if let Some(w) = options.window {
-        return Ok(vec![w]);
+        return vec![w];
     }
     let due_end = floor(options.now, interval);
     let step = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::days(1));
     let by_time = model.config.materialized == Materialized::Incremental
         && model.config.time_column.is_some();
     if !by_time {
-        return Ok(vec![(due_end - step, due_end)]);
+        return vec![(due_end - step, due_end)];
     }
-    let previous = if options.full_refresh {
-        None
-    } else {
-        high_water(lake, &model.name).await?
-    };
-    let Some(mut start) = previous else {
-        return Ok(vec![(DateTime::<Utc>::UNIX_EPOCH, due_end)]);
+    let Some(mut start) = state.high_water else {
+        return vec![(DateTime::<Utc>::UNIX_EPOCH, due_end)];
     };
     let mut out = Vec::new();
     while start < due_end {
@@ -496,7 +492,38 @@ async fn windows(
         out.push((start, end));
         start = end;
     }
-    Ok(out)
+    out
+}
+
+/// What a run needs to know of a model's table, read once per model and kept current as its
+/// windows commit.
+#[derive(Debug, Clone, Copy)]
+struct TableState {
+    exists: bool,
+    /// The end of the newest window committed (ignored by a full refresh).
+    high_water: Option<DateTime<Utc>>,
+}
+
+impl TableState {
+    async fn read(
+        lake: &Lake,
+        model: &Model,
+        options: &RunOptions,
+    ) -> Result<TableState, LakeError> {
+        if model.config.materialized == Materialized::View {
+            return Ok(TableState {
+                exists: false,
+                high_water: None,
+            });
+        }
+        let exists = lake.load(&model.name).await?.is_some();
+        let high_water = if exists && !options.full_refresh {
+            high_water(lake, &model.name).await?
+        } else {
+            None
+        };
+        Ok(TableState { exists, high_water })
+    }
 }
 
 async fn run_window(
@@ -505,22 +532,22 @@ async fn run_window(
     model: &Model,
     views: &HashMap<String, Query>,
     options: &RunOptions,
-    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    state: &mut TableState,
     result: &mut ModelRun,
 ) -> Result<(), LakeError> {
+    // The window to run is the one `result` is labelled with.
+    let (start, end) = (result.window_start, result.window_end);
     let config = &model.config;
     if config.materialized == Materialized::View {
         return Ok(());
     }
-    let exists = lake.load(&model.name).await?.is_some();
+    let TableState {
+        exists,
+        high_water: previous,
+    } = *state;
     let incremental =
         config.materialized == Materialized::Incremental && exists && !options.full_refresh;
     let by_time = config.materialized == Materialized::Incremental && config.time_column.is_some();
-    let previous = if exists && !options.full_refresh {
-        high_water(lake, &model.name).await?
-    } else {
-        None
-    };
     // Render and plan the query against the real tables.
     let ctx = RunContext {
         compilation,
@@ -592,6 +619,10 @@ async fn run_window(
     };
     let commit = write.with_metadata(WINDOW_KEY, window).await?;
     result.version = commit.version;
+    *state = TableState {
+        exists: true,
+        high_water: Some(high),
+    };
     Ok(())
 }
 
@@ -817,10 +848,4 @@ async fn write_history(
     Ok(())
 }
 
-/// The lowercase name of a unit enum, as serde writes it.
-fn label<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
+use crate::diagnostic::label;
