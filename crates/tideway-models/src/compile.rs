@@ -33,6 +33,7 @@ use tideway_lake::{Lake, TableName, closest};
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::dialect;
+use crate::lineage::{self, ModelLineage};
 use crate::project::{self, Models, Reference};
 use crate::template::{Context, Rendered};
 
@@ -55,6 +56,8 @@ pub struct CompiledModel {
     pub upstream_models: Vec<usize>,
     /// The lake tables it reads that no model builds.
     pub upstream_sources: Vec<String>,
+    /// Where each output column comes from, and which input columns the query names.
+    pub lineage: ModelLineage,
 }
 
 /// The result of compiling a project.
@@ -355,6 +358,7 @@ fn check(
                     model.name.to_string(),
                     provider_as_source(Arc::new(EmptyTable::new(schema.clone()))),
                 );
+                let lineage = model_lineage(model, &p.rendered, &plan);
                 compiled[i] = Some(CompiledModel {
                     index: i,
                     schema,
@@ -364,6 +368,7 @@ fn check(
                     references: p.references.clone(),
                     upstream_models: upstream_models[i].clone(),
                     upstream_sources: upstream_sources[i].clone(),
+                    lineage,
                 });
             }
             Err(e) => {
@@ -390,6 +395,36 @@ fn check(
         diagnostics,
         not_checked,
         sources,
+    }
+}
+
+/// A model's lineage, its positions in the model file.
+fn model_lineage(model: &project::Model, rendered: &Rendered, plan: &LogicalPlan) -> ModelLineage {
+    let planned = crate::diagnostic::Lines::new(&rendered.sql);
+    let file = crate::diagnostic::Lines::new(&model.source);
+    lineage::of_plan(plan, &table_key, &|span, name| {
+        let offset = match span {
+            Some(span) => planned.offset(crate::diagnostic::Position {
+                line: span.start.line as usize,
+                column: span.start.column as usize,
+            }),
+            None => find_word(&rendered.sql, name).unwrap_or(0),
+        };
+        file.position(rendered.original_offset(offset))
+    })
+}
+
+/// A table as the project names it: `schema.table` (`lake.schema.table` is the same table).
+fn table_key(name: &TableReference) -> String {
+    match name {
+        TableReference::Bare { table } => table.to_string(),
+        TableReference::Partial { schema, table } => format!("{schema}.{table}"),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } if catalog.as_ref() == tideway_lake::catalog::CATALOG => format!("{schema}.{table}"),
+        TableReference::Full { .. } => name.to_string(),
     }
 }
 
@@ -648,16 +683,7 @@ struct Provider<'a> {
 
 impl ContextProvider for Provider<'_> {
     fn get_table_source(&self, name: TableReference) -> DfResult<Arc<dyn TableSource>> {
-        let key = match &name {
-            TableReference::Bare { table } => table.to_string(),
-            TableReference::Partial { schema, table } => format!("{schema}.{table}"),
-            TableReference::Full {
-                catalog,
-                schema,
-                table,
-            } if catalog.as_ref() == tideway_lake::catalog::CATALOG => format!("{schema}.{table}"),
-            TableReference::Full { .. } => name.to_string(),
-        };
+        let key = table_key(&name);
         self.tables
             .get(&key)
             .cloned()

@@ -6,7 +6,18 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// A position in a model file: 1-based line and column (in characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Position {
     pub line: usize,
     pub column: usize,
@@ -36,6 +47,9 @@ pub enum Code {
     Plan,
     /// The model's output cannot be stored (duplicate or unnamed columns).
     Output,
+    /// A change to a column (or a removed model) that a downstream model reads, which that
+    /// model does not change with (`tideway plan`).
+    Breaking,
 }
 
 /// One problem, at one place.

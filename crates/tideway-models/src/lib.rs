@@ -7,6 +7,10 @@
 //! - [`dialect`] makes warehouse SQL (Snowflake, Redshift, DuckDB functions) run on DataFusion;
 //! - [`compile`] type-checks every model against its upstreams, in DAG order, without reading a
 //!   row, and reports every problem at once as a [`Diagnostic`] with file, line and column;
+//! - [`lineage`] reads off each plan where every output column comes from and which input
+//!   columns the query names, and where;
+//! - [`plan`] compares the project with what its last runs deployed: models and columns
+//!   added, removed, renamed, retyped, and which downstream reader each change breaks;
 //! - [`run`] executes the selected models upstreams first (table, view, incremental by window
 //!   or by key), checks their data tests and records each run.
 //!
@@ -26,6 +30,8 @@ pub mod compile;
 pub mod diagnostic;
 pub mod dialect;
 pub mod header;
+pub mod lineage;
+pub mod plan;
 pub mod project;
 pub mod run;
 pub mod template;

@@ -56,6 +56,8 @@ pub enum RunError {
     },
     #[error("the models have {0} compile error(s); nothing was run (`tideway compile` shows them)")]
     NotCompiled(usize),
+    #[error("the change breaks {} downstream read(s) of deployed models; nothing was run (`tideway plan` shows the plan)", .0.len())]
+    Breaking(Vec<crate::Diagnostic>),
     #[error("a window's start ({start}) is not before its end ({end})")]
     EmptyWindow { start: String, end: String },
     #[error(transparent)]
@@ -282,10 +284,16 @@ pub async fn run(
             end: end.to_rfc3339(),
         });
     }
+    let selected = select(compilation, &options.select)?;
+    // A breaking change to a deployed model is refused before anything runs.
+    let deployed = crate::plan::read_deployed(lake).await?;
+    let plan = crate::plan::plan(compilation, &deployed);
+    if !plan.is_safe() {
+        return Err(RunError::Breaking(plan.breaking));
+    }
     for f in crate::dialect::functions() {
         lake.session().register_udf(f);
     }
-    let selected = select(compilation, &options.select)?;
     let run_id = format!("{}", options.now.format("%Y%m%dT%H%M%S%.3fZ"));
     // Views: their queries, with the views they read already inlined, by table name.
     let mut views: HashMap<String, Query> = HashMap::new();
@@ -406,6 +414,28 @@ pub async fn run(
         }
     }
     write_history(lake, &run_id, options.now, &runs).await?;
+    // Deployed: each model whose every window succeeded (an up-to-date model keeps what its
+    // last build deployed); on a run of the whole project, models whose files are gone.
+    let built: Vec<usize> = selected
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let name = compilation.models.models[i].name.to_string();
+            let mine = runs.iter().filter(|r| r.model == name);
+            mine.clone().any(|r| r.status == Status::Success)
+                && mine.clone().all(|r| r.status == Status::Success)
+        })
+        .collect();
+    let removed: Vec<String> = if options.select.is_empty() {
+        deployed
+            .keys()
+            .filter(|m| compilation.models.find(m).is_none())
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    crate::plan::record_deployed(lake, compilation, &built, &removed, options.now).await?;
     Ok(runs)
 }
 

@@ -119,6 +119,46 @@ pub enum Command {
         #[arg(long, short = 'f', value_enum, default_value_t = crate::models::CompileFormat::Text)]
         format: crate::models::CompileFormat,
     },
+    /// Impact analysis: what the models change against what the last runs deployed.
+    #[command(
+        after_help = "Lists models added, removed, modified and (downstream of those) to recompute, and per model the
+columns added, removed, renamed, retyped or narrowed. A removed, renamed, retyped or narrowed
+column that a downstream model reads is a breaking change, named at the reader's line; it is
+refused (exit 1, and `tideway run` refuses it too) unless that reader changes in the same
+change-set.
+
+Example:
+  tideway plan
+  tideway plan --format json"
+    )]
+    Plan {
+        #[arg(long, short = 'f', value_enum, default_value_t = crate::models::CompileFormat::Text)]
+        format: crate::models::CompileFormat,
+    },
+    /// Column-level lineage: where a model's columns come from, or what is computed from them.
+    #[command(
+        after_help = "Lineage is read off the compiled logical plans: an output column's inputs are the columns its
+expression computes from (through CTEs, joins, unions and subqueries); columns used only in a
+filter or join key are not inputs. Lake tables that no model builds (extracted or collected
+tables) end the upstream trace.
+
+Example:
+  tideway lineage marts.customer_health.health_score
+  tideway lineage billing.invoices.amount_cents --downstream
+  tideway lineage marts.customer_health --format mermaid"
+    )]
+    Lineage {
+        /// `schema.table` (all its columns), `schema.table.column`, or a model's file name.
+        target: String,
+        /// Only where the values come from.
+        #[arg(long, conflicts_with = "downstream")]
+        upstream: bool,
+        /// Only what is computed from them.
+        #[arg(long)]
+        downstream: bool,
+        #[arg(long, short = 'f', value_enum, default_value_t = crate::models::LineageFormat::Text)]
+        format: crate::models::LineageFormat,
+    },
     /// Run models: compile, then build the selected models' tables, upstreams first.
     #[command(
         after_help = "Selectors as dbt's: `m` (a file name or schema.table), `+m` (and what it reads), `m+` (and what\nreads it), `schema.*`. A table model is rebuilt and replaces the old table atomically; an\nincremental model replaces the windows that are over since its last run (or merges by its\nunique key); a view is inlined into the models that read it. Data tests run after each model.\n\nExample:\n  tideway run\n  tideway run +marts.customer_health\n  tideway run marts.engagement --start 2025-05-01 --end 2025-06-01"
@@ -242,6 +282,24 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Compile { model, format } => {
             let project = Project::find(cli.project.as_deref())?;
             crate::models::compile_command(&project, model.as_deref(), format).await
+        }
+        Command::Plan { format } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::models::plan_command(&project, format).await
+        }
+        Command::Lineage {
+            target,
+            upstream,
+            downstream,
+            format,
+        } => {
+            let project = Project::find(cli.project.as_deref())?;
+            let direction = match (upstream, downstream) {
+                (true, _) => tideway_models::lineage::Direction::Upstream,
+                (_, true) => tideway_models::lineage::Direction::Downstream,
+                _ => tideway_models::lineage::Direction::Both,
+            };
+            crate::models::lineage_command(&project, &target, direction, format).await
         }
         Command::Run {
             select,

@@ -17,6 +17,162 @@ pub enum CompileFormat {
     Json,
 }
 
+/// How `tideway lineage` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LineageFormat {
+    /// An indented tree per column.
+    Text,
+    /// `{root, direction, start, columns: [{column, kind}], edges: [{from, to}]}`.
+    Json,
+    /// Graphviz (`| dot -Tsvg`).
+    Dot,
+    /// A Mermaid flowchart (renders in GitHub Markdown).
+    Mermaid,
+}
+
+pub async fn lineage_command(
+    project: &Project,
+    target: &str,
+    direction: tideway_models::lineage::Direction,
+    format: LineageFormat,
+) -> Result<()> {
+    let (compiled, _) = compile_project(project).await?;
+    for d in &compiled.diagnostics {
+        eprintln!("{d}\n");
+    }
+    if !compiled.is_ok() {
+        eprintln!(
+            "warning: {} model error(s): lineage covers only the models that compiled",
+            compiled.diagnostics.len()
+        );
+    }
+    let graph = tideway_models::lineage::Graph::new(&compiled);
+    // A model's file name stands for its table (`stg_invoices`, `stg_invoices.amount`).
+    let table_of = |name: &str| {
+        compiled
+            .models
+            .find(name)
+            .map(|i| compiled.models.models[i].name.to_string())
+    };
+    let target = match (table_of(target), target.split_once('.')) {
+        (Some(table), _) => table,
+        (None, Some((stem, column))) if !column.contains('.') && !stem.contains('.') => {
+            match table_of(stem) {
+                Some(table) => format!("{table}.{column}"),
+                None => target.to_string(),
+            }
+        }
+        _ => target.to_string(),
+    };
+    let start = graph.resolve(&target).map_err(anyhow::Error::msg)?;
+    let trace = graph.trace(&target, start, direction);
+    match format {
+        LineageFormat::Text => print!("{}", trace.to_text()),
+        LineageFormat::Json => println!("{}", serde_json::to_string_pretty(&trace)?),
+        LineageFormat::Dot => print!("{}", trace.to_dot()),
+        LineageFormat::Mermaid => print!("{}", trace.to_mermaid()),
+    }
+    Ok(())
+}
+
+/// `tideway plan`: what the models in the project change against what is deployed.
+pub async fn plan_command(project: &Project, format: CompileFormat) -> Result<()> {
+    use tideway_models::plan::{ModelStatus, plan, read_deployed};
+    let (compiled, _) = compile_project(project).await?;
+    let started = Instant::now();
+    let lake = project.lake().await?;
+    let deployed = read_deployed(&lake).await?;
+    let plan = plan(&compiled, &deployed);
+    let elapsed = started.elapsed();
+    let refused = !plan.is_safe() || !compiled.is_ok();
+    match format {
+        CompileFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "ok": !refused,
+                "plan": plan,
+                "breaking": plan.breaking,
+                "diagnostics": compiled.diagnostics,
+            }))?
+        ),
+        CompileFormat::Text => {
+            match plan.deployed_at {
+                Some(at) => println!(
+                    "plan against the models deployed (last at {}):",
+                    at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => println!("plan: nothing is deployed yet; every model is new"),
+            }
+            for m in &plan.models {
+                let (mark, what) = match m.status {
+                    ModelStatus::Added => ("+", "added".to_string()),
+                    ModelStatus::Removed => ("-", "removed".to_string()),
+                    ModelStatus::Modified => ("~", "modified".to_string()),
+                    ModelStatus::Recompute if m.because.is_empty() => {
+                        ("↻", "recompute: its columns change".to_string())
+                    }
+                    ModelStatus::Recompute => (
+                        "↻",
+                        format!("recompute: upstream {} changed", m.because.join(", ")),
+                    ),
+                };
+                println!("  {mark} {} ({what})", m.model);
+                for c in &m.columns {
+                    let read_by: Vec<String> = plan
+                        .impacts
+                        .iter()
+                        .filter(|i| i.column.table == m.model && i.change == *c)
+                        .map(|i| {
+                            format!(
+                                "{} {}:{}{}",
+                                i.reader,
+                                i.reader_file,
+                                i.line,
+                                if i.reader_changed {
+                                    " (changed too)"
+                                } else {
+                                    ""
+                                }
+                            )
+                        })
+                        .collect();
+                    let note = match (c.breaks_readers(), read_by.is_empty()) {
+                        (true, false) => format!("; read by {}", read_by.join(", ")),
+                        (true, true) => "; no downstream model reads it".to_string(),
+                        _ => String::new(),
+                    };
+                    println!("      {}: {}{note}", c.column(), c.describe());
+                }
+            }
+            if plan.models.is_empty() {
+                println!("  no changes");
+            }
+            for d in plan.breaking.iter().chain(&compiled.diagnostics) {
+                eprintln!("\n{d}");
+            }
+            eprintln!(
+                "\n{} added, {} modified, {} removed, {} to recompute; {} breaking, {} compile error(s) ({} ms){}",
+                plan.count(ModelStatus::Added),
+                plan.count(ModelStatus::Modified),
+                plan.count(ModelStatus::Removed),
+                plan.count(ModelStatus::Recompute),
+                plan.breaking.len(),
+                compiled.diagnostics.len(),
+                elapsed.as_millis(),
+                if refused { ": refused" } else { "" }
+            );
+        }
+    }
+    if refused {
+        bail!(
+            "the plan is refused: {} breaking change(s), {} compile error(s)",
+            plan.breaking.len(),
+            compiled.diagnostics.len()
+        );
+    }
+    Ok(())
+}
+
 /// Loads and compiles the project's models against its lake.
 pub async fn compile_project(project: &Project) -> Result<(Compilation, std::time::Duration)> {
     let started = Instant::now();
@@ -209,7 +365,20 @@ pub async fn run_command(
         }
         tideway_models::run::Event::Finished(_) => bar.inc(1),
     })
-    .await?;
+    .await;
+    let runs = match runs {
+        Err(tideway_models::run::RunError::Breaking(breaking)) => {
+            bar.finish_and_clear();
+            for d in &breaking {
+                eprintln!("{d}\n");
+            }
+            bail!(
+                "the change breaks {} read(s) by downstream models that do not change with it; nothing was run (`tideway plan` shows the whole plan)",
+                breaking.len()
+            );
+        }
+        runs => runs?,
+    };
     bar.finish_and_clear();
     print_runs(&runs);
     let failed = runs

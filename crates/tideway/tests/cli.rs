@@ -759,6 +759,121 @@ fn compile_reports_every_model_error_and_its_json_lists_schemas() {
     ok(&tideway(dir.path(), &["run", "plans"]));
 }
 
+#[test]
+fn plan_refuses_a_breaking_change_run_refuses_it_too_and_lineage_traces_columns() {
+    let dir = project();
+    ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "CREATE TABLE crm.people (id BIGINT, email VARCHAR, plan VARCHAR)",
+        ],
+    ));
+    let marts = dir.path().join("models/marts");
+    std::fs::create_dir_all(&marts).unwrap();
+    let plans = "select plan, count(*) as people\nfrom crm.people\ngroup by plan";
+    std::fs::write(marts.join("plans.sql"), plans).unwrap();
+    std::fs::write(
+        marts.join("big_plans.sql"),
+        "select plan\nfrom marts.plans\nwhere people > 10",
+    )
+    .unwrap();
+    let first = ok(&tideway(dir.path(), &["plan"]));
+    assert!(
+        first.contains("nothing is deployed yet") && first.contains("+ marts.plans (added)"),
+        "{first}"
+    );
+    ok(&tideway(dir.path(), &["run"]));
+    assert!(ok(&tideway(dir.path(), &["plan"])).contains("no changes"));
+    // Renaming `people`, which big_plans reads in its WHERE: refused, at that line.
+    std::fs::write(
+        marts.join("plans.sql"),
+        plans.replace("as people", "as members"),
+    )
+    .unwrap();
+    let out = tideway(dir.path(), &["plan"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains(
+            "people: renamed to `members`; read by marts.big_plans models/marts/big_plans.sql:3"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("error[breaking]: `marts.plans.people` is renamed to `members`, and `marts.big_plans` reads it")
+            && stderr.contains("--> models/marts/big_plans.sql:3:7")
+            && stderr.contains("refused"),
+        "{stderr}"
+    );
+    let e = err(&tideway(dir.path(), &["run"]));
+    assert!(e.contains("nothing was run"), "{e}");
+    // Changing the reader in the same change-set: accepted, and run deploys it.
+    std::fs::write(
+        marts.join("big_plans.sql"),
+        "select plan\nfrom marts.plans\nwhere members > 10",
+    )
+    .unwrap();
+    let fixed = ok(&tideway(dir.path(), &["plan"]));
+    assert!(fixed.contains("(changed too)"), "{fixed}");
+    ok(&tideway(dir.path(), &["run"]));
+    assert!(ok(&tideway(dir.path(), &["plan"])).contains("no changes"));
+
+    // Lineage, in every format.
+    let text = ok(&tideway(
+        dir.path(),
+        &["lineage", "big_plans.plan", "--upstream"],
+    ));
+    assert_eq!(
+        text,
+        "marts.big_plans.plan\n   <- marts.plans.plan\n      <- crm.people.plan  (lake table)\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&tideway(
+        dir.path(),
+        &[
+            "lineage",
+            "crm.people.plan",
+            "--downstream",
+            "--format",
+            "json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(json["direction"], "downstream");
+    assert_eq!(
+        json["edges"],
+        serde_json::json!([
+            {"from": "crm.people.plan", "to": "marts.plans.plan"},
+            {"from": "marts.plans.plan", "to": "marts.big_plans.plan"},
+        ])
+    );
+    let dot = ok(&tideway(
+        dir.path(),
+        &["lineage", "marts.plans", "-f", "dot"],
+    ));
+    assert!(
+        dot.starts_with("digraph lineage {")
+            && dot.contains("\"crm.people.plan\" -> \"marts.plans.plan\";"),
+        "{dot}"
+    );
+    let mermaid = ok(&tideway(
+        dir.path(),
+        &["lineage", "marts.plans", "-f", "mermaid"],
+    ));
+    assert!(
+        mermaid.starts_with("flowchart LR") && mermaid.contains(" --> "),
+        "{mermaid}"
+    );
+    let e = err(&tideway(dir.path(), &["lineage", "marts.plans.membrs"]));
+    assert!(
+        e.contains("`marts.plans` has no column `membrs`: did you mean `marts.plans.members`?"),
+        "{e}"
+    );
+}
+
 /// The acceptance check of the models: the demo's customer-health pipeline and lead score,
 /// run by an independent engine (DuckDB, on the same source rows read by the `deltalake`
 /// Python package), give the rows Tideway's models wrote.

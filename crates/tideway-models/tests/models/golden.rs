@@ -1,4 +1,5 @@
-//! Golden compile tests. Each `tests/golden/compile/NAME.sql` is a small project:
+//! Golden compile and lineage tests. Each `tests/golden/{compile,lineage}/NAME.sql` is a
+//! small project:
 //!
 //! ```text
 //! -- lake: billing.orders (order_id BIGINT, amount DOUBLE)   a lake table the models read
@@ -6,17 +7,17 @@
 //! select ...
 //! ```
 //!
-//! It is compiled and the result (each model's inferred schema and upstreams, every
-//! diagnostic as a user sees it, the models not checked) is compared with `NAME.out`.
-//! `TIDEWAY_BLESS=1 cargo nextest run -p tideway-models` rewrites the `.out` files; review the
-//! diff.
+//! It is compiled and the result is compared with `NAME.out` (compile: each model's inferred
+//! schema and upstreams, every diagnostic as a user sees it, the models not checked) or with
+//! `NAME.json` (lineage: each model's column lineage and reads, as `tideway lineage` and
+//! `tideway plan` see them). `TIDEWAY_BLESS=1` rewrites the expected files; review the diff.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use tideway_lake::Lake;
-use tideway_models::{Models, compile::compile};
+use tideway_models::{Compilation, Models, compile::compile};
 
 struct Case {
     lake: Vec<String>,
@@ -41,8 +42,8 @@ fn parse_case(text: &str) -> Case {
     case
 }
 
-/// Compiles a case and prints what a reviewer reads.
-pub async fn run_case(text: &str) -> Result<String> {
+/// Compiles a case's project.
+async fn compile_case(text: &str) -> Result<Compilation> {
     let case = parse_case(text);
     let dir = tempfile::tempdir()?;
     let lake = Lake::open(
@@ -54,7 +55,12 @@ pub async fn run_case(text: &str) -> Result<String> {
         lake.sql(&format!("CREATE TABLE {ddl}")).await?;
     }
     let (models, errors) = Models::from_sources(case.files);
-    let compiled = compile(models, errors, Some(&lake)).await?;
+    Ok(compile(models, errors, Some(&lake)).await?)
+}
+
+/// Compiles a case and prints what a reviewer reads.
+pub async fn run_case(text: &str) -> Result<String> {
+    let compiled = compile_case(text).await?;
     let mut out = String::new();
     for &i in &compiled.order {
         let Some(c) = &compiled.compiled[i] else {
@@ -102,9 +108,36 @@ pub async fn run_case(text: &str) -> Result<String> {
     Ok(out)
 }
 
-#[tokio::test]
-async fn compile_cases_match_the_golden_files() -> Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/compile");
+/// Compiles a case and writes each model's lineage as JSON (and any diagnostic, which a
+/// lineage case should not have).
+async fn lineage_case(text: &str) -> Result<String> {
+    let compiled = compile_case(text).await?;
+    let mut models = Vec::new();
+    for &i in &compiled.order {
+        if let Some(c) = &compiled.compiled[i] {
+            models.push(serde_json::json!({
+                "model": compiled.models.models[i].name.to_string(),
+                "columns": c.lineage.columns,
+                "reads": c.lineage.reads,
+            }));
+        }
+    }
+    let mut out = serde_json::to_string_pretty(&models)? + "\n";
+    for d in &compiled.diagnostics {
+        writeln!(out, "{d}\n")?;
+    }
+    Ok(out)
+}
+
+/// Runs every case in `tests/golden/<kind>` and compares it with its `.<ext>` file.
+async fn golden<F, Fut>(kind: &str, ext: &str, render: F) -> Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String>>,
+{
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(kind);
     let bless = std::env::var_os("TIDEWAY_BLESS").is_some();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .map(|e| e.map(|e| e.path()))
@@ -112,14 +145,14 @@ async fn compile_cases_match_the_golden_files() -> Result<()> {
     cases.retain(|p| p.extension().is_some_and(|e| e == "sql"));
     cases.sort();
     assert!(
-        cases.len() >= 5,
+        cases.len() >= 3,
         "golden cases missing in {}",
         dir.display()
     );
     let mut failures = Vec::new();
     for case in cases {
-        let actual = run_case(&std::fs::read_to_string(&case)?).await?;
-        let expected_path = case.with_extension("out");
+        let actual = render(std::fs::read_to_string(&case)?).await?;
+        let expected_path = case.with_extension(ext);
         if bless {
             std::fs::write(&expected_path, &actual)?;
             continue;
@@ -139,4 +172,22 @@ async fn compile_cases_match_the_golden_files() -> Result<()> {
         failures.join("\n")
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn compile_cases_match_the_golden_files() -> Result<()> {
+    golden(
+        "compile",
+        "out",
+        |text| async move { run_case(&text).await },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn lineage_cases_match_the_golden_files() -> Result<()> {
+    golden("lineage", "json", |text| async move {
+        lineage_case(&text).await
+    })
+    .await
 }

@@ -1,0 +1,10 @@
+-- A recursive CTE: the working table's columns come from the static term.
+-- lake: org.people (person_id BIGINT, manager_id BIGINT, name VARCHAR)
+-- file: models/marts/chain.sql
+with recursive chain as (
+    select person_id, manager_id, name, 0 as depth from org.people where manager_id is null
+    union all
+    select p.person_id, p.manager_id, p.name, c.depth + 1
+    from org.people p join chain c on p.manager_id = c.person_id
+)
+select person_id, name, depth from chain
