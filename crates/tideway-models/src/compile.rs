@@ -37,21 +37,16 @@ use crate::lineage::{self, ModelLineage};
 use crate::project::{self, Models, Reference};
 use crate::template::{Context, Rendered};
 
-/// A model that compiled.
+/// A model that compiled. Only what later steps use is kept (the logical plan is read for
+/// lineage and dropped): a DAG of 10,000 models compiles in a few hundred megabytes less.
 #[derive(Debug, Clone)]
 pub struct CompiledModel {
     /// Index into [`Compilation::models`].
     pub index: usize,
     /// The inferred output schema.
     pub schema: SchemaRef,
-    /// The logical plan (against the schemas of its inputs).
-    pub plan: LogicalPlan,
-    /// The query, rendered and rewritten: what a run executes.
-    pub statement: Statement,
-    /// The rendered SQL and its map back to the file.
-    pub rendered: Rendered,
-    /// What the query reads, with positions.
-    pub references: Vec<Reference>,
+    /// For a view: its query, rendered and rewritten, which runs inline in its readers.
+    pub view_query: Option<Statement>,
     /// The models it reads (indexes).
     pub upstream_models: Vec<usize>,
     /// The lake tables it reads that no model builds.
@@ -140,9 +135,10 @@ pub async fn compile(
 
 /// A model rendered and parsed, not yet planned.
 #[derive(Debug)]
+/// The parsed query is not kept: a DAG's syntax trees together are most of a compile's
+/// memory (about 40 KB a model), so each model is parsed again when its layer is planned.
 struct Prepared {
     rendered: Rendered,
-    statement: Statement,
     references: Vec<Reference>,
 }
 
@@ -175,27 +171,55 @@ impl Context for CompileContext<'_> {
     }
 }
 
-/// Renders, parses and rewrites each model; `Err` holds its diagnostics.
+/// Renders, parses and rewrites each model (on every core); `Err` holds its diagnostics.
 fn prepare(models: &Models) -> Vec<Result<Prepared, Vec<Diagnostic>>> {
-    models
-        .models
-        .iter()
-        .map(|model| {
-            let ctx = CompileContext {
-                models,
-                this: model.name.to_string(),
-            };
-            let rendered = model.render(&ctx)?;
-            let mut statement = project::parse_query(model, &rendered).map_err(|d| vec![*d])?;
-            let references = project::references(&statement, &rendered.sql);
-            dialect::rewrite(&mut statement);
-            Ok(Prepared {
-                rendered,
-                statement,
-                references,
-            })
+    parallel(models.models.iter().collect(), |model| {
+        let ctx = CompileContext {
+            models,
+            this: model.name.to_string(),
+        };
+        let rendered = model.render(&ctx)?;
+        let statement = project::parse_query(model, &rendered).map_err(|d| vec![*d])?;
+        let references = project::references(&statement, &rendered.sql);
+        Ok(Prepared {
+            rendered,
+            references,
         })
-        .collect()
+    })
+}
+
+/// `f` over `items` on every core, in order. Threads get a large stack: planning a deeply
+/// nested query recurses.
+fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len() / 4)
+        .max(1);
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter();
+    for _ in 0..threads {
+        chunks.push(items.by_ref().take(per).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                std::thread::Builder::new()
+                    .stack_size(32 << 20)
+                    .spawn_scoped(scope, move || chunk.into_iter().map(f).collect::<Vec<R>>())
+                    .expect("starting a compile thread")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a compile thread panicked"))
+            .collect()
+    })
 }
 
 /// A session with DataFusion's functions and Tideway's warehouse functions, for planning.
@@ -313,7 +337,8 @@ fn check(
             failed[i] = true;
         }
     }
-    // Plan in order.
+    // Plan in order, one layer of the DAG at a time (a layer's models read only earlier
+    // layers), each layer on every core.
     let state = session_state();
     let options = ParserOptions::from(&state.config_options().sql_parser);
     let mut tables: HashMap<String, Arc<dyn TableSource>> = sources
@@ -326,57 +351,95 @@ fn check(
     let mut compiled: Vec<Option<CompiledModel>> = vec![None; n];
     let mut not_checked = Vec::new();
     let mut blocked_by: Vec<Option<usize>> = vec![None; n];
+    let mut depth = vec![0usize; n];
     for &i in &order {
-        if failed[i] {
-            continue;
-        }
-        if let Some(&u) = upstream_models[i]
+        depth[i] = upstream_models[i]
             .iter()
-            .find(|&&u| failed[u] || blocked_by[u].is_some())
-        {
-            let root = blocked_by[u].unwrap_or(u);
-            blocked_by[i] = Some(root);
-            not_checked.push((i, root));
-            continue;
+            .map(|&u| depth[u] + 1)
+            .max()
+            .unwrap_or(0);
+    }
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    for &i in &order {
+        if layers.len() <= depth[i] {
+            layers.resize_with(depth[i] + 1, Vec::new);
         }
-        let Ok(p) = &prepared[i] else { continue };
-        let model = &models.models[i];
+        layers[depth[i]].push(i);
+    }
+    let position: HashMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut plan_errors: Vec<(usize, Diagnostic)> = Vec::new();
+    for layer in layers {
+        let mut jobs: Vec<(usize, Prepared)> = Vec::with_capacity(layer.len());
+        for i in layer {
+            if failed[i] {
+                continue;
+            }
+            if let Some(&u) = upstream_models[i]
+                .iter()
+                .find(|&&u| failed[u] || blocked_by[u].is_some())
+            {
+                let root = blocked_by[u].unwrap_or(u);
+                blocked_by[i] = Some(root);
+                not_checked.push((i, root));
+                continue;
+            }
+            if let Ok(p) = std::mem::replace(&mut prepared[i], Err(Vec::new())) {
+                jobs.push((i, p));
+            }
+        }
         let provider = Provider {
             state: &state,
             tables: &tables,
         };
-        let planner = SqlToRel::new_with_options(&provider, options);
-        match planner.sql_statement_to_plan(p.statement.clone()) {
-            Ok(plan) => {
-                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-                if let Some(d) = check_output(model, &p.rendered, &schema) {
-                    diagnostics.push(d);
-                    failed[i] = true;
-                    continue;
+        let models = &models;
+        let outcomes = parallel(jobs, |(i, p)| {
+            let model = &models.models[i];
+            let view = model.config.materialized == crate::header::Materialized::View;
+            // It parsed when prepared, so it parses now.
+            let mut statement = match project::parse_query(model, &p.rendered) {
+                Ok(statement) => statement,
+                Err(d) => return (i, Err(*d)),
+            };
+            dialect::rewrite(&mut statement);
+            let view_query = view.then(|| statement.clone());
+            let planner = SqlToRel::new_with_options(&provider, options);
+            let outcome = match planner.sql_statement_to_plan(statement) {
+                Ok(plan) => {
+                    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                    match check_output(model, &p.rendered, &schema) {
+                        Some(d) => Err(d),
+                        None => Ok((schema, model_lineage(model, &p.rendered, &plan), view_query)),
+                    }
                 }
-                tables.insert(
-                    model.name.to_string(),
-                    provider_as_source(Arc::new(EmptyTable::new(schema.clone()))),
-                );
-                let lineage = model_lineage(model, &p.rendered, &plan);
-                compiled[i] = Some(CompiledModel {
-                    index: i,
-                    schema,
-                    plan,
-                    statement: p.statement.clone(),
-                    rendered: p.rendered.clone(),
-                    references: p.references.clone(),
-                    upstream_models: upstream_models[i].clone(),
-                    upstream_sources: upstream_sources[i].clone(),
-                    lineage,
-                });
-            }
-            Err(e) => {
-                diagnostics.push(plan_error(model, &p.rendered, &e));
-                failed[i] = true;
+                Err(e) => Err(plan_error(model, &p.rendered, &e)),
+            };
+            (i, outcome)
+        });
+        for (i, outcome) in outcomes {
+            match outcome {
+                Ok((schema, lineage, view_query)) => {
+                    tables.insert(
+                        models.models[i].name.to_string(),
+                        provider_as_source(Arc::new(EmptyTable::new(schema.clone()))),
+                    );
+                    compiled[i] = Some(CompiledModel {
+                        index: i,
+                        schema,
+                        view_query,
+                        upstream_models: upstream_models[i].clone(),
+                        upstream_sources: upstream_sources[i].clone(),
+                        lineage,
+                    });
+                }
+                Err(d) => {
+                    plan_errors.push((position[&i], d));
+                    failed[i] = true;
+                }
             }
         }
     }
+    plan_errors.sort_by_key(|(k, _)| *k);
+    diagnostics.extend(plan_errors.into_iter().map(|(_, d)| d));
     // Cycles downstream of a failed model: those models are in no order at all.
     for i in 0..n {
         if !failed[i]

@@ -301,7 +301,8 @@ pub async fn run(
         let m = &compilation.models.models[i];
         if m.config.materialized == Materialized::View
             && let Some(c) = &compilation.compiled[i]
-            && let Statement::Query(q) = inline_views(c.statement.clone(), &views)
+            && let Some(query) = &c.view_query
+            && let Statement::Query(q) = inline_views(query.clone(), &views)
         {
             views.insert(m.name.to_string(), *q);
         }
