@@ -90,6 +90,35 @@ pub async fn compile(
     load_errors: Vec<Diagnostic>,
     lake: Option<&Lake>,
 ) -> Result<Compilation, tideway_lake::LakeError> {
+    compile_with(models, load_errors, lake, &mut Cache::default()).await
+}
+
+/// What one compile keeps so that the next is incremental (`tideway compile --watch`): a model
+/// whose file did not change is not rendered or parsed again, and is not planned again unless
+/// the schema of something it reads changed. So an edit that keeps a model's columns re-plans
+/// that model alone; one that changes them re-plans the readers, and stops where their
+/// schemas come out the same.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// The project's model names when `prepared` was filled (a reference resolves against them).
+    names: Vec<String>,
+    /// By model file: its text and what preparing it gave.
+    prepared: HashMap<std::path::PathBuf, (String, Result<Prepared, Vec<Diagnostic>>)>,
+    /// The lake tables' schemas `compiled` was checked against.
+    sources: HashMap<String, SchemaRef>,
+    /// By table: the model file's text and the compiled model.
+    compiled: HashMap<String, (String, CompiledModel)>,
+    /// How many models the last compile planned (the rest it reused).
+    pub planned: usize,
+}
+
+/// [`compile`], reusing what `cache` holds from the previous compile, and refilling it.
+pub async fn compile_with(
+    models: Models,
+    load_errors: Vec<Diagnostic>,
+    lake: Option<&Lake>,
+    cache: &mut Cache,
+) -> Result<Compilation, tideway_lake::LakeError> {
     let lake_tables: Vec<String> = match lake {
         Some(lake) => lake
             .tables()
@@ -100,7 +129,12 @@ pub async fn compile(
         None => Vec::new(),
     };
     let started = std::time::Instant::now();
-    let mut prepared = prepare(&models);
+    let names = models.names();
+    if names != cache.names {
+        cache.prepared.clear();
+        cache.names = names;
+    }
+    let mut prepared = prepare(&models, &cache.prepared);
     let prepare_ms = started.elapsed().as_secs_f64() * 1000.0;
     // The schemas of the lake tables that models read and no model builds.
     let wanted: HashSet<String> = prepared
@@ -121,10 +155,39 @@ pub async fn compile(
             sources.insert(name, schema);
         }
     }
+    if sources != cache.sources {
+        cache.compiled.clear();
+        cache.sources = sources.clone();
+    }
+    cache.prepared = models
+        .models
+        .iter()
+        .zip(&prepared)
+        .map(|(m, p)| (m.file.clone(), (m.source.clone(), p.clone())))
+        .collect();
     let loaded_ms = started.elapsed().as_secs_f64() * 1000.0 - prepare_ms;
-    let compilation = check(models, load_errors, &mut prepared, sources, &lake_tables);
+    let reusable = std::mem::take(&mut cache.compiled);
+    let (compilation, planned) = check(
+        models,
+        load_errors,
+        &mut prepared,
+        sources,
+        &lake_tables,
+        &reusable,
+    );
+    cache.planned = planned;
+    cache.compiled = compilation
+        .compiled
+        .iter()
+        .flatten()
+        .map(|c| {
+            let m = &compilation.models.models[c.index];
+            (m.name.to_string(), (m.source.clone(), c.clone()))
+        })
+        .collect();
     tracing::debug!(
         models = compilation.models.len(),
+        planned,
         prepare_ms,
         schemas_ms = loaded_ms,
         plan_ms = started.elapsed().as_secs_f64() * 1000.0 - prepare_ms - loaded_ms,
@@ -133,10 +196,10 @@ pub async fn compile(
     Ok(compilation)
 }
 
-/// A model rendered and parsed, not yet planned.
-#[derive(Debug)]
-/// The parsed query is not kept: a DAG's syntax trees together are most of a compile's
-/// memory (about 40 KB a model), so each model is parsed again when its layer is planned.
+/// A model rendered and parsed, not yet planned. The parsed query is not kept: a DAG's
+/// syntax trees together are most of a compile's memory (about 40 KB a model), so each model
+/// is parsed again when its layer is planned.
+#[derive(Debug, Clone)]
 struct Prepared {
     rendered: Rendered,
     references: Vec<Reference>,
@@ -171,9 +234,18 @@ impl Context for CompileContext<'_> {
     }
 }
 
-/// Renders, parses and rewrites each model (on every core); `Err` holds its diagnostics.
-fn prepare(models: &Models) -> Vec<Result<Prepared, Vec<Diagnostic>>> {
+/// Renders and parses each model (on every core), or takes what `cached` holds for its text;
+/// `Err` holds its diagnostics.
+fn prepare(
+    models: &Models,
+    cached: &HashMap<std::path::PathBuf, (String, Result<Prepared, Vec<Diagnostic>>)>,
+) -> Vec<Result<Prepared, Vec<Diagnostic>>> {
     parallel(models.models.iter().collect(), |model| {
+        if let Some((source, p)) = cached.get(&model.file)
+            && *source == model.source
+        {
+            return p.clone();
+        }
         let ctx = CompileContext {
             models,
             this: model.name.to_string(),
@@ -245,7 +317,8 @@ fn check(
     prepared: &mut [Result<Prepared, Vec<Diagnostic>>],
     sources: HashMap<String, SchemaRef>,
     lake_tables: &[String],
-) -> Compilation {
+    reusable: &HashMap<String, (String, CompiledModel)>,
+) -> (Compilation, usize) {
     let n = models.len();
     let mut known: Vec<String> = models.names();
     known.extend(lake_tables.iter().cloned());
@@ -368,6 +441,12 @@ fn check(
     }
     let position: HashMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let mut plan_errors: Vec<(usize, Diagnostic)> = Vec::new();
+    let mut planned = 0;
+    // The previous compile's models by their index then.
+    let previous: HashMap<usize, (&str, &CompiledModel)> = reusable
+        .iter()
+        .map(|(n, (_, c))| (c.index, (n.as_str(), c)))
+        .collect();
     for layer in layers {
         let mut jobs: Vec<(usize, Prepared)> = Vec::with_capacity(layer.len());
         for i in layer {
@@ -383,10 +462,38 @@ fn check(
                 not_checked.push((i, root));
                 continue;
             }
+            // Reused: the same text, reading the same models with the same schemas (the lake
+            // tables' schemas were compared before).
+            let name = models.models[i].name.to_string();
+            if let Some((source, c)) = reusable.get(&name)
+                && *source == models.models[i].source
+                && c.upstream_sources == upstream_sources[i]
+                && c.upstream_models.len() == upstream_models[i].len()
+                && c.upstream_models.iter().zip(&upstream_models[i]).all(|(&old, &new)| {
+                    compiled[new].as_ref().is_some_and(|now| {
+                        previous.get(&old).is_some_and(|(n, before)| {
+                            *n == models.models[new].name.to_string()
+                                && (Arc::ptr_eq(&before.schema, &now.schema)
+                                    || before.schema == now.schema)
+                        })
+                    })
+                })
+            {
+                let mut c = c.clone();
+                c.index = i;
+                c.upstream_models = upstream_models[i].clone();
+                tables.insert(
+                    name,
+                    provider_as_source(Arc::new(EmptyTable::new(c.schema.clone()))),
+                );
+                compiled[i] = Some(c);
+                continue;
+            }
             if let Ok(p) = std::mem::replace(&mut prepared[i], Err(Vec::new())) {
                 jobs.push((i, p));
             }
         }
+        planned += jobs.len();
         let provider = Provider {
             state: &state,
             tables: &tables,
@@ -451,15 +558,19 @@ fn check(
             not_checked.push((i, u));
         }
     }
-    Compilation {
-        models,
-        compiled,
-        order,
-        diagnostics,
-        not_checked,
-        sources,
-    }
+    (
+        Compilation {
+            models,
+            compiled,
+            order,
+            diagnostics,
+            not_checked,
+            sources,
+        },
+        planned,
+    )
 }
+
 
 /// A model's lineage, its positions in the model file.
 fn model_lineage(model: &project::Model, rendered: &Rendered, plan: &LogicalPlan) -> ModelLineage {

@@ -11,6 +11,8 @@
 //!   columns the query names, and where;
 //! - [`plan`] compares the project with what its last runs deployed: models and columns
 //!   added, removed, renamed, retyped, and which downstream reader each change breaks;
+//! - [`watch`] keeps a project compiled while its files change, re-checking only what an edit
+//!   reaches;
 //! - [`run`] executes the selected models upstreams first (table, view, incremental by window
 //!   or by key), checks their data tests and records each run.
 //!
@@ -35,6 +37,7 @@ pub mod plan;
 pub mod project;
 pub mod run;
 pub mod template;
+pub mod watch;
 
 pub use compile::{Compilation, CompiledModel};
 pub use diagnostic::{Code, Diagnostic, Position};

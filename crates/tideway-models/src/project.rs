@@ -76,14 +76,27 @@ impl Models {
 
     /// Builds the models from (path relative to the project, text) pairs.
     pub fn from_sources(sources: Vec<(PathBuf, String)>) -> (Models, Vec<Diagnostic>) {
-        let mut models = Models::default();
+        let mut parsed = Vec::with_capacity(sources.len());
         let mut errors = Vec::new();
         for (file, source) in sources {
             match Model::parse(file, source) {
-                Ok(model) => models.models.push(model),
+                Ok(model) => parsed.push(model),
                 Err(e) => errors.extend(e),
             }
         }
+        let (models, more) = Models::from_parsed(parsed);
+        errors.extend(more);
+        (models, errors)
+    }
+
+    /// Builds the project from models already parsed: names them, and reports a table two
+    /// models build.
+    pub fn from_parsed(parsed: Vec<Model>) -> (Models, Vec<Diagnostic>) {
+        let mut models = Models {
+            models: parsed,
+            by_name: HashMap::new(),
+        };
+        let mut errors = Vec::new();
         // Names: a table built twice is an error naming both files.
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, m) in models.models.iter().enumerate() {
@@ -139,7 +152,7 @@ impl Models {
     }
 }
 
-fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

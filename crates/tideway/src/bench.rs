@@ -72,6 +72,17 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// `tideway compile --watch` re-checking a DAG after one model file changes: an edit that
+    /// keeps the model's columns (re-plans it alone) and one that adds a column (re-plans its
+    /// readers too), each on different models of the middle layers. Works on a copy.
+    ModelsWatch {
+        /// A Tideway project with models (e.g. ../shared/bench/out/dag1000/dbt).
+        project: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        edits: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Merge (upsert by key) changed rows into a large table.
     LakeMerge {
         #[arg(long, default_value_t = 10_000_000)]
@@ -110,6 +121,14 @@ pub async fn run(command: BenchCommand) -> Result<()> {
                 dir: scratch.path().to_path_buf(),
             })
             .await
+        }
+        BenchCommand::ModelsWatch {
+            project,
+            edits,
+            dir,
+        } => {
+            let scratch = Scratch::new(dir)?;
+            models_watch(&project, edits, scratch.path()).await
         }
         BenchCommand::LakeAppend {
             rows,
@@ -378,6 +397,97 @@ impl Scratch {
     fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `tideway bench models-watch`: see [`BenchCommand::ModelsWatch`].
+async fn models_watch(project: &Path, edits: usize, scratch: &Path) -> Result<()> {
+    use tideway_models::watch::Watcher;
+    let copy = scratch.join("project");
+    copy_dir(project, &copy)?;
+    let project = crate::project::Project::find(Some(&copy))?;
+    let lake = project.lake().await?;
+    let mut watcher = Watcher::new(&copy);
+    let started = Instant::now();
+    watcher.scan();
+    let first = watcher.check(Some(&lake)).await?;
+    let cold = started.elapsed();
+    anyhow::ensure!(
+        first.is_ok(),
+        "the project does not compile: {}",
+        first.diagnostics.first().map(ToString::to_string).unwrap_or_default()
+    );
+    let n = first.models.len();
+    // Models of the middle layers: the middle of the DAG order.
+    let files: Vec<PathBuf> = first.order[n / 3..]
+        .iter()
+        .take(edits)
+        .map(|&i| copy.join(&first.models.models[i].file))
+        .collect();
+    drop(first);
+    let mut report = Vec::new();
+    for (kind, edit) in [
+        ("same columns (a comment added: rendered, parsed, planned again)", 0),
+        ("one column added", 1),
+    ] {
+        let mut times = Vec::new();
+        let mut planned = Vec::new();
+        for (k, file) in files.iter().enumerate() {
+            let original = std::fs::read_to_string(file)?;
+            let edited = match edit {
+                0 => format!("{original}\n-- edited {k}\n"),
+                _ => {
+                    let at = original
+                        .to_uppercase()
+                        .find("SELECT")
+                        .context("a model without SELECT")?
+                        + "SELECT".len();
+                    format!("{} {k} AS added_{k},{}", &original[..at], &original[at..])
+                }
+            };
+            std::fs::write(file, edited)?;
+            let t = Instant::now();
+            let changes = watcher.scan();
+            let c = watcher.check(Some(&lake)).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            planned.push(watcher.planned());
+            anyhow::ensure!(changes.changed.len() == 1, "expected one changed file: {changes:?}");
+            anyhow::ensure!(c.is_ok(), "the edit broke the project: {:?}", c.diagnostics.first().map(ToString::to_string));
+            std::fs::write(file, &original)?;
+            watcher.scan();
+            watcher.check(Some(&lake)).await?;
+        }
+        times.sort_by(f64::total_cmp);
+        planned.sort();
+        report.push(format!(
+            "  {kind}: median {:.1} ms, max {:.1} ms over {} edits; models planned again: median {} (of {n})",
+            times[times.len() / 2],
+            times[times.len() - 1],
+            times.len(),
+            planned[planned.len() / 2],
+        ));
+    }
+    println!(
+        "compile --watch on {n} models (cold first check {:.0} ms):\n{}",
+        cold.as_secs_f64() * 1000.0,
+        report.join("\n")
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != ".tideway" && entry.file_name() != "target" {
+                copy_dir(&entry.path(), &target)?;
+            }
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// `tideway bench normalize`: see [`BenchCommand::Normalize`].

@@ -118,6 +118,9 @@ pub enum Command {
         model: Option<String>,
         #[arg(long, short = 'f', value_enum, default_value_t = crate::models::CompileFormat::Text)]
         format: crate::models::CompileFormat,
+        /// Keep running: re-check whenever a model file changes (only what the change reaches).
+        #[arg(long, conflicts_with = "model")]
+        watch: bool,
     },
     /// Impact analysis: what the models change against what the last runs deployed.
     #[command(
@@ -279,8 +282,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             let lake = project.lake().await?;
             crate::extract::check(&lake, sources).await
         }
-        Command::Compile { model, format } => {
+        Command::Compile {
+            model,
+            format,
+            watch,
+        } => {
             let project = Project::find(cli.project.as_deref())?;
+            if watch {
+                return crate::models::watch_command(&project).await;
+            }
             crate::models::compile_command(&project, model.as_deref(), format).await
         }
         Command::Plan { format } => {

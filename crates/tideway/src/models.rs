@@ -75,6 +75,43 @@ pub async fn lineage_command(
     Ok(())
 }
 
+/// `tideway compile --watch`: a compile, then a re-check each time a model file changes,
+/// until interrupted.
+pub async fn watch_command(project: &Project) -> Result<()> {
+    let lake = project.lake().await?;
+    let mut watcher = tideway_models::watch::Watcher::new(&project.dir);
+    eprintln!(
+        "watching {} for changes (Ctrl-C stops)",
+        project.dir.join("models").display()
+    );
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let changes = watcher.scan();
+        if first || !changes.is_empty() {
+            let compiled = watcher.check(Some(&lake)).await?;
+            let elapsed = started.elapsed();
+            for d in &compiled.diagnostics {
+                eprintln!("{d}\n");
+            }
+            let what = if first {
+                "compiled".to_string()
+            } else {
+                format!("{}: re-checked", changes.describe())
+            };
+            eprintln!(
+                "{what} {} model(s) in {:.1} ms ({} planned again): {} error(s)",
+                compiled.models.len(),
+                elapsed.as_secs_f64() * 1000.0,
+                watcher.planned(),
+                compiled.diagnostics.len()
+            );
+            first = false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// `tideway plan`: what the models in the project change against what is deployed.
 pub async fn plan_command(project: &Project, format: CompileFormat) -> Result<()> {
     use tideway_models::plan::{ModelStatus, plan, read_deployed};

@@ -4,3 +4,4 @@
 mod golden;
 mod plan;
 mod run;
+mod watch;
