@@ -52,7 +52,7 @@ pub struct CompiledModel {
     /// The lake tables it reads that no model builds.
     pub upstream_sources: Vec<String>,
     /// Where each output column comes from, and which input columns the query names.
-    pub lineage: ModelLineage,
+    pub lineage: Arc<ModelLineage>,
 }
 
 /// The result of compiling a project.
@@ -108,6 +108,8 @@ pub struct Cache {
     sources: HashMap<String, SchemaRef>,
     /// By table: the model file's text and the compiled model.
     compiled: HashMap<String, (String, CompiledModel)>,
+    /// The planning session (DataFusion's functions and ours), built once.
+    state: Option<SessionState>,
     /// How many models the last compile planned (the rest it reused).
     pub planned: usize,
 }
@@ -159,14 +161,23 @@ pub async fn compile_with(
         cache.compiled.clear();
         cache.sources = sources.clone();
     }
-    cache.prepared = models
-        .models
-        .iter()
-        .zip(&prepared)
-        .map(|(m, p)| (m.file.clone(), (m.source.clone(), p.clone())))
-        .collect();
+    // Keep what was prepared for each file whose text is new; forget files that are gone.
+    let files: HashSet<&std::path::Path> = models.models.iter().map(|m| m.file.as_path()).collect();
+    cache.prepared.retain(|f, _| files.contains(f.as_path()));
+    for (m, p) in models.models.iter().zip(&prepared) {
+        if cache
+            .prepared
+            .get(&m.file)
+            .is_none_or(|(s, _)| *s != m.source)
+        {
+            cache
+                .prepared
+                .insert(m.file.clone(), (m.source.clone(), p.clone()));
+        }
+    }
     let loaded_ms = started.elapsed().as_secs_f64() * 1000.0 - prepare_ms;
     let reusable = std::mem::take(&mut cache.compiled);
+    let state = cache.state.get_or_insert_with(session_state);
     let (compilation, planned) = check(
         models,
         load_errors,
@@ -174,6 +185,7 @@ pub async fn compile_with(
         sources,
         &lake_tables,
         &reusable,
+        state,
     );
     cache.planned = planned;
     cache.compiled = compilation
@@ -201,8 +213,8 @@ pub async fn compile_with(
 /// is parsed again when its layer is planned.
 #[derive(Debug, Clone)]
 struct Prepared {
-    rendered: Rendered,
-    references: Vec<Reference>,
+    rendered: Arc<Rendered>,
+    references: Arc<Vec<Reference>>,
 }
 
 /// The compile-time render context: no table exists yet, the window is a fixed day.
@@ -254,8 +266,8 @@ fn prepare(
         let statement = project::parse_query(model, &rendered).map_err(|d| vec![*d])?;
         let references = project::references(&statement, &rendered.sql);
         Ok(Prepared {
-            rendered,
-            references,
+            rendered: Arc::new(rendered),
+            references: Arc::new(references),
         })
     })
 }
@@ -318,6 +330,7 @@ fn check(
     sources: HashMap<String, SchemaRef>,
     lake_tables: &[String],
     reusable: &HashMap<String, (String, CompiledModel)>,
+    state: &SessionState,
 ) -> (Compilation, usize) {
     let n = models.len();
     let mut known: Vec<String> = models.names();
@@ -338,7 +351,7 @@ fn check(
                 continue;
             }
         };
-        for r in &p.references {
+        for r in p.references.iter() {
             let name = r.name.strip_prefix("lake.").unwrap_or(&r.name);
             if let Some(j) = models.find(name).filter(|_| name.contains('.')) {
                 if !upstream_models[i].contains(&j) {
@@ -412,7 +425,6 @@ fn check(
     }
     // Plan in order, one layer of the DAG at a time (a layer's models read only earlier
     // layers), each layer on every core.
-    let state = session_state();
     let options = ParserOptions::from(&state.config_options().sql_parser);
     let mut tables: HashMap<String, Arc<dyn TableSource>> = sources
         .iter()
@@ -469,15 +481,18 @@ fn check(
                 && *source == models.models[i].source
                 && c.upstream_sources == upstream_sources[i]
                 && c.upstream_models.len() == upstream_models[i].len()
-                && c.upstream_models.iter().zip(&upstream_models[i]).all(|(&old, &new)| {
-                    compiled[new].as_ref().is_some_and(|now| {
-                        previous.get(&old).is_some_and(|(n, before)| {
-                            *n == models.models[new].name.to_string()
-                                && (Arc::ptr_eq(&before.schema, &now.schema)
-                                    || before.schema == now.schema)
+                && c.upstream_models
+                    .iter()
+                    .zip(&upstream_models[i])
+                    .all(|(&old, &new)| {
+                        compiled[new].as_ref().is_some_and(|now| {
+                            previous.get(&old).is_some_and(|(n, before)| {
+                                *n == models.models[new].name.to_string()
+                                    && (Arc::ptr_eq(&before.schema, &now.schema)
+                                        || before.schema == now.schema)
+                            })
                         })
                     })
-                })
             {
                 let mut c = c.clone();
                 c.index = i;
@@ -495,7 +510,7 @@ fn check(
         }
         planned += jobs.len();
         let provider = Provider {
-            state: &state,
+            state,
             tables: &tables,
         };
         let models = &models;
@@ -515,7 +530,11 @@ fn check(
                     let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
                     match check_output(model, &p.rendered, &schema) {
                         Some(d) => Err(d),
-                        None => Ok((schema, model_lineage(model, &p.rendered, &plan), view_query)),
+                        None => Ok((
+                            schema,
+                            Arc::new(model_lineage(model, &p.rendered, &plan)),
+                            view_query,
+                        )),
                     }
                 }
                 Err(e) => Err(plan_error(model, &p.rendered, &e)),
@@ -570,7 +589,6 @@ fn check(
         planned,
     )
 }
-
 
 /// A model's lineage, its positions in the model file.
 fn model_lineage(model: &project::Model, rendered: &Rendered, plan: &LogicalPlan) -> ModelLineage {

@@ -283,7 +283,7 @@ pub async fn record_deployed(
             m.file.display().to_string(),
             m.source.clone(),
             serde_json::to_string(&columns).expect("columns serialize"),
-            serde_json::to_string(&c.lineage).expect("lineage serializes"),
+            serde_json::to_string(&*c.lineage).expect("lineage serializes"),
             false,
         ));
     }

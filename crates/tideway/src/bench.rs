@@ -414,7 +414,11 @@ async fn models_watch(project: &Path, edits: usize, scratch: &Path) -> Result<()
     anyhow::ensure!(
         first.is_ok(),
         "the project does not compile: {}",
-        first.diagnostics.first().map(ToString::to_string).unwrap_or_default()
+        first
+            .diagnostics
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     );
     let n = first.models.len();
     // Models of the middle layers: the middle of the DAG order.
@@ -426,7 +430,10 @@ async fn models_watch(project: &Path, edits: usize, scratch: &Path) -> Result<()
     drop(first);
     let mut report = Vec::new();
     for (kind, edit) in [
-        ("same columns (a comment added: rendered, parsed, planned again)", 0),
+        (
+            "same columns (a comment added: rendered, parsed, planned again)",
+            0,
+        ),
         ("one column added", 1),
     ] {
         let mut times = Vec::new();
@@ -450,8 +457,15 @@ async fn models_watch(project: &Path, edits: usize, scratch: &Path) -> Result<()
             let c = watcher.check(Some(&lake)).await?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             planned.push(watcher.planned());
-            anyhow::ensure!(changes.changed.len() == 1, "expected one changed file: {changes:?}");
-            anyhow::ensure!(c.is_ok(), "the edit broke the project: {:?}", c.diagnostics.first().map(ToString::to_string));
+            anyhow::ensure!(
+                changes.changed.len() == 1,
+                "expected one changed file: {changes:?}"
+            );
+            anyhow::ensure!(
+                c.is_ok(),
+                "the edit broke the project: {:?}",
+                c.diagnostics.first().map(ToString::to_string)
+            );
             std::fs::write(file, &original)?;
             watcher.scan();
             watcher.check(Some(&lake)).await?;

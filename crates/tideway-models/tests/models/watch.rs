@@ -36,7 +36,11 @@ async fn an_edit_replans_only_what_it_reaches_and_matches_a_cold_compile() -> Re
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     write(dir, "models/s/a.sql", "select 1 as id, 'x' as name");
-    write(dir, "models/s/b.sql", "select id, upper(name) as name from s.a");
+    write(
+        dir,
+        "models/s/b.sql",
+        "select id, upper(name) as name from s.a",
+    );
     write(dir, "models/s/c.sql", "select count(*) as n from s.b");
     write(dir, "models/s/other.sql", "select 2 as id");
     let mut w = Watcher::new(dir);
@@ -47,15 +51,26 @@ async fn an_edit_replans_only_what_it_reaches_and_matches_a_cold_compile() -> Re
     assert!(w.scan().is_empty(), "nothing changed");
 
     // Same columns: c alone is planned again.
-    write(dir, "models/s/c.sql", "select count(*) as n from s.b where id > 0");
+    write(
+        dir,
+        "models/s/c.sql",
+        "select count(*) as n from s.b where id > 0",
+    );
     let changes = w.scan();
-    assert_eq!(changes.changed, vec![Path::new("models/s/c.sql").to_path_buf()]);
+    assert_eq!(
+        changes.changed,
+        vec![Path::new("models/s/c.sql").to_path_buf()]
+    );
     let c = w.check(None).await?;
     assert_eq!(w.planned(), 1);
     assert_eq!(schemas(&c), schemas(&cold(dir).await?));
 
     // a gains a column: a and b are planned again; b's columns do not change, so c is not.
-    write(dir, "models/s/a.sql", "select 1 as id, 'x' as name, 3.5 as score");
+    write(
+        dir,
+        "models/s/a.sql",
+        "select 1 as id, 'x' as name, 3.5 as score",
+    );
     w.scan();
     let c = w.check(None).await?;
     assert_eq!(w.planned(), 2);
@@ -66,12 +81,23 @@ async fn an_edit_replans_only_what_it_reaches_and_matches_a_cold_compile() -> Re
     w.scan();
     let c = w.check(None).await?;
     assert_eq!(c.diagnostics.len(), 1, "{:?}", c.diagnostics);
-    assert!(c.diagnostics[0].message.contains("name"), "{}", c.diagnostics[0]);
+    assert!(
+        c.diagnostics[0].message.contains("name"),
+        "{}",
+        c.diagnostics[0]
+    );
     assert_eq!(c.not_checked.len(), 1);
     let again = cold(dir).await?;
     assert_eq!(
-        c.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        again.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>()
+        c.diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        again
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
     );
     // Fixed: everything downstream comes back.
     write(dir, "models/s/a.sql", "select 1 as id, 'y' as name");
@@ -83,15 +109,23 @@ async fn an_edit_replans_only_what_it_reaches_and_matches_a_cold_compile() -> Re
     // A new file, and a removed one that another model reads.
     write(dir, "models/s/d.sql", "select id from s.other");
     let changes = w.scan();
-    assert_eq!(changes.added, vec![Path::new("models/s/d.sql").to_path_buf()]);
+    assert_eq!(
+        changes.added,
+        vec![Path::new("models/s/d.sql").to_path_buf()]
+    );
     let c = w.check(None).await?;
     assert!(c.is_ok() && c.get("s.d").is_some());
     std::fs::remove_file(dir.join("models/s/other.sql"))?;
     let changes = w.scan();
-    assert_eq!(changes.removed, vec![Path::new("models/s/other.sql").to_path_buf()]);
+    assert_eq!(
+        changes.removed,
+        vec![Path::new("models/s/other.sql").to_path_buf()]
+    );
     let c = w.check(None).await?;
     assert!(
-        c.diagnostics.iter().any(|d| d.message.contains("unknown table `s.other`")),
+        c.diagnostics
+            .iter()
+            .any(|d| d.message.contains("unknown table `s.other`")),
         "{:?}",
         c.diagnostics
     );
