@@ -167,7 +167,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The lowercase name of a unit enum, as serde writes it (`unknown-column`, `up_to_date`).
-pub(crate) fn label<T: serde::Serialize>(value: &T) -> String {
+pub fn label<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -11,6 +11,8 @@
 //!   columns the query names, and where;
 //! - [`plan`] compares the project with what its last runs deployed: models and columns
 //!   added, removed, renamed, retyped, and which downstream reader each change breaks;
+//! - [`schedule`] keeps every model fresh on its interval (a window runs when it is over and
+//!   its upstreams succeeded for it) and tells how fresh each is;
 //! - [`watch`] keeps a project compiled while its files change, re-checking only what an edit
 //!   reaches;
 //! - [`run`] executes the selected models upstreams first (table, view, incremental by window
@@ -36,6 +38,7 @@ pub mod lineage;
 pub mod plan;
 pub mod project;
 pub mod run;
+pub mod schedule;
 pub mod template;
 pub mod watch;
 

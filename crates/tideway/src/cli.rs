@@ -122,6 +122,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "model")]
         watch: bool,
     },
+    /// Every model's freshness (how far its windows have run, against its interval, and what
+    /// it waits on) and the recent failed runs.
+    Status {
+        #[arg(long, short = 'f', value_enum, default_value_t = crate::models::CompileFormat::Text)]
+        format: crate::models::CompileFormat,
+    },
     /// Impact analysis: what the models change against what the last runs deployed.
     #[command(
         after_help = "Lists models added, removed, modified and (downstream of those) to recompute, and per model the
@@ -293,6 +299,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             crate::models::compile_command(&project, model.as_deref(), format).await
         }
+        Command::Status { format } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::models::status_command(&project, format).await
+        }
         Command::Plan { format } => {
             let project = Project::find(cli.project.as_deref())?;
             crate::models::plan_command(&project, format).await
@@ -345,7 +355,12 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
         sources.join(", "),
         log_dir.display()
     );
+    let scheduler = tokio::spawn(crate::models::schedule_loop(
+        project.clone(),
+        std::time::Duration::from_secs(30),
+    ));
     service.serve(listener, stop).await?;
+    scheduler.abort();
     eprintln!("stopped: every received event is in the lake");
     Ok(())
 }

@@ -112,6 +112,132 @@ pub async fn watch_command(project: &Project) -> Result<()> {
     }
 }
 
+/// The models' scheduler inside `tideway serve`: every `every`, re-checks the model files
+/// (only what changed) and runs each model whose window is over and whose upstreams
+/// succeeded for it. Problems are logged; the next tick tries again.
+pub async fn schedule_loop(project: Project, every: std::time::Duration) {
+    let lake = match project.lake().await {
+        Ok(lake) => lake,
+        Err(e) => {
+            tracing::error!("models scheduler: cannot open the lake: {e:#}");
+            return;
+        }
+    };
+    let mut watcher = tideway_models::watch::Watcher::new(&project.dir);
+    loop {
+        watcher.scan();
+        match watcher.check(Some(&lake)).await {
+            Ok(compiled) if compiled.models.is_empty() => {}
+            Ok(compiled) if !compiled.is_ok() => tracing::warn!(
+                "models scheduler: {} compile error(s); `tideway compile` shows them; nothing runs until they are fixed",
+                compiled.diagnostics.len()
+            ),
+            Ok(compiled) => {
+                match tideway_models::schedule::tick(&lake, &compiled, chrono::Utc::now()).await {
+                    Ok(runs) => {
+                        for r in &runs {
+                            match r.status {
+                                tideway_models::run::Status::Failed => tracing::warn!(
+                                    model = %r.model, window_start = %r.window_start, window_end = %r.window_end,
+                                    "model run failed: {}", r.error.clone().unwrap_or_default()
+                                ),
+                                _ => tracing::info!(
+                                    model = %r.model, window_start = %r.window_start, window_end = %r.window_end,
+                                    rows = r.rows, "model window ran"
+                                ),
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("models scheduler: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!("models scheduler: {e}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// `1h`, `15m`, `1d`, `90s`.
+fn short_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `tideway status`: each model's freshness, and the recent failures.
+pub async fn status_command(project: &Project, format: CompileFormat) -> Result<()> {
+    let (compiled, _) = compile_project(project).await?;
+    for d in &compiled.diagnostics {
+        eprintln!("{d}\n");
+    }
+    let lake = project.lake().await?;
+    let now = chrono::Utc::now();
+    let fresh = tideway_models::schedule::freshness(&lake, &compiled, now).await?;
+    let failures = tideway_models::schedule::recent_failures(&lake, 10).await?;
+    if format == CompileFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "now": now,
+                "models": fresh,
+                "recent_failures": failures,
+                "diagnostics": compiled.diagnostics,
+            }))?
+        );
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "model",
+        "kind",
+        "every",
+        "fresh up to",
+        "state",
+        "waiting on",
+    ]);
+    for f in &fresh {
+        let state = match (f.failed, f.windows_behind) {
+            (true, _) => "failed".to_string(),
+            (_, -1) => "never built".to_string(),
+            (_, 0) => "fresh".to_string(),
+            (_, n) => format!(
+                "{n} window(s) behind ({})",
+                short_duration(std::time::Duration::from_secs(
+                    (f.due - f.reached.unwrap_or(f.due)).num_seconds().max(0) as u64
+                ))
+            ),
+        };
+        table.add_row([
+            f.model.clone(),
+            tideway_models::diagnostic::label(&f.materialized),
+            short_duration(f.interval),
+            f.reached
+                .map(|r| r.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "-".into()),
+            state,
+            f.waiting_on.join(", "),
+        ]);
+    }
+    println!("{table}");
+    if failures.is_empty() {
+        println!("no failed runs");
+    } else {
+        println!("recent failures:");
+        for f in &failures {
+            println!(
+                "  {} [{} .. {}) at {}: {}",
+                f["model"], f["window_start"], f["window_end"], f["finished_at"], f["error"]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `tideway plan`: what the models in the project change against what is deployed.
 pub async fn plan_command(project: &Project, format: CompileFormat) -> Result<()> {
     use tideway_models::plan::{ModelStatus, plan, read_deployed};
@@ -387,6 +513,7 @@ pub async fn run_command(
         full_refresh,
         window,
         now: chrono::Utc::now(),
+        plan_checked: false,
     };
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(0);

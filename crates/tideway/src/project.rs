@@ -11,7 +11,7 @@ use tideway_lake::Lake;
 pub const PROJECT_FILE: &str = "tideway.toml";
 
 /// An opened project.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Project {
     pub dir: PathBuf,
     pub config: ProjectConfig,

@@ -4,4 +4,5 @@
 mod golden;
 mod plan;
 mod run;
+mod schedule;
 mod watch;

@@ -56,7 +56,7 @@ pub async fn count(lake: &Lake, table: &str) -> Result<i64> {
     }
 }
 
-fn day(d: u32) -> DateTime<Utc> {
+pub fn day(d: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 6, d, 0, 0, 0).unwrap()
 }
 
@@ -67,7 +67,7 @@ fn at(now: DateTime<Utc>) -> RunOptions {
     }
 }
 
-async fn add_events(lake: &Lake, d: u32, users: &[&str]) -> Result<()> {
+pub async fn add_events(lake: &Lake, d: u32, users: &[&str]) -> Result<()> {
     let values: Vec<String> = users
         .iter()
         .enumerate()
