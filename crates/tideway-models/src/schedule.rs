@@ -33,7 +33,8 @@ pub struct Freshness {
     pub materialized: Materialized,
     #[serde(serialize_with = "seconds")]
     pub interval: Duration,
-    /// The end of the newest window it committed; `None`: never built.
+    /// The end of the newest window it committed; `None`: never built (or a view, which
+    /// stores nothing: it is as fresh as what it reads).
     pub reached: Option<DateTime<Utc>>,
     /// The end of its newest window that is over.
     pub due: DateTime<Utc>,
@@ -109,7 +110,7 @@ async fn reached(
             .copied()
             .unwrap_or_default();
         out[i] = if model.config.materialized == Materialized::View {
-            upstream_reached(compilation, i, &out).unwrap_or(None)
+            view_reached(compilation, i, &out)
         } else {
             run::high_water(lake, &model.name).await?
         };
@@ -152,6 +153,16 @@ async fn text_rows(lake: &Lake, sql: &str) -> Result<Vec<HashMap<String, String>
     Ok(out)
 }
 
+/// A view is as current as the models it reads; one that reads only lake tables is always
+/// current.
+fn view_reached(
+    compilation: &Compilation,
+    i: usize,
+    reached: &[Option<DateTime<Utc>>],
+) -> Option<DateTime<Utc>> {
+    upstream_reached(compilation, i, reached).unwrap_or(Some(DateTime::<Utc>::MAX_UTC))
+}
+
 /// The earliest that model `i`'s upstream models have reached: `Some(None)` if one never ran,
 /// `None` if it reads no model.
 fn upstream_reached(
@@ -190,23 +201,25 @@ pub async fn freshness(
         let interval = interval_of(compilation, i);
         let due = floor(now, interval);
         let step = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::days(1));
+        let view = model.config.materialized == Materialized::View;
         let windows_behind = match reached[i] {
+            _ if view => 0,
             Some(r) if r >= due => 0,
             Some(r) => ((due - r).num_seconds() + step.num_seconds() - 1) / step.num_seconds(),
             None => -1,
         };
-        behind[i] = windows_behind != 0 || history[i].failed;
-        let waiting_on = compilation.compiled[i]
+        let waiting_on: Vec<String> = compilation.compiled[i]
             .iter()
             .flat_map(|c| c.upstream_models.iter())
             .filter(|&&u| behind[u])
             .map(|&u| compilation.models.models[u].name.to_string())
             .collect();
+        behind[i] = windows_behind != 0 || history[i].failed || (view && !waiting_on.is_empty());
         out.push(Freshness {
             model: model.name.to_string(),
             materialized: model.config.materialized,
             interval,
-            reached: reached[i],
+            reached: reached[i].filter(|_| !view),
             due,
             windows_behind,
             failed: history[i].failed,
@@ -243,7 +256,7 @@ pub async fn tick(
     for &i in &compilation.order {
         let model = &compilation.models.models[i];
         if model.config.materialized == Materialized::View {
-            reached[i] = upstream_reached(compilation, i, &gate).unwrap_or(None);
+            reached[i] = view_reached(compilation, i, &gate);
             gate[i] = reached[i];
             continue;
         }
@@ -251,7 +264,7 @@ pub async fn tick(
         let mut ready = floor(now, interval);
         match upstream_reached(compilation, i, &gate) {
             Some(None) => continue, // an upstream has not succeeded yet: wait for it
-            Some(Some(upstream)) => ready = ready.min(floor(upstream, interval)),
+            Some(Some(upstream)) => ready = floor(ready.min(upstream), interval),
             None => {}
         }
         if ready <= DateTime::<Utc>::UNIX_EPOCH {

@@ -168,6 +168,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
 
     bar.set_message("models: compiling and running the customer-health pipeline and a lead score");
     let model_runs = crate::demo_models::run(&project, &lake, customers).await?;
+    let insight = crate::demo_models::insight(&project, &lake).await?;
     let health = lake
         .sql(
             "SELECT health_bucket, count(*) AS customers, round(avg(health_score), 1) AS avg_score, \
@@ -257,6 +258,14 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     if let SqlOutput::Rows(rows) = leads {
         output::print_rows(&rows)?;
     }
+    println!(
+        "Where the health score comes from (tideway lineage marts.customer_health.health_score --upstream):"
+    );
+    print!("{}", insight.lineage);
+    println!(
+        "\nRenaming `lifetime_value` in models/marts/lifetime_value.sql is refused by `tideway plan`, at the reader's line:"
+    );
+    println!("{}", insight.breaking);
     println!("\nTables:");
     output::print_tables(&lake.infos().await?, Format::Table)?;
     print_next(dir, &lake);
@@ -286,6 +295,12 @@ fn print_next(dir: &Path, lake: &Lake) {
     );
     println!("  tideway -p {p} compile marts.customer_health    # its inferred schema");
     println!("  tideway -p {p} run +marts.lead_score            # it and everything it reads");
+    println!("  tideway -p {p} status                           # each model's freshness");
+    println!(
+        "  tideway -p {p} plan                             # after editing a model: what it changes"
+    );
+    println!("  tideway -p {p} lineage billingdb.orders.amount --downstream --format mermaid");
+    println!("  tideway -p {p} compile --watch                  # re-checks as you edit");
     println!(
         "  tideway -p {p} sql \"SELECT model, window_start, window_end, status, rows FROM _tideway.model_runs\""
     );

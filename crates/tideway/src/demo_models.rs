@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tideway_lake::arrow::array::{
@@ -105,6 +105,55 @@ pub async fn run(project: &Project, lake: &Lake, customers: usize) -> Result<Vec
         );
     }
     Ok(runs)
+}
+
+/// What the demo shows of lineage and impact analysis, on the models it deployed.
+pub struct Insight {
+    /// `tideway lineage marts.customer_health.health_score --upstream`, as text.
+    pub lineage: String,
+    /// `tideway plan` on the project with `lifetime_value` renamed in marts/lifetime_value.sql:
+    /// the first breaking change, as the user sees it.
+    pub breaking: String,
+}
+
+/// Lineage of the health score, and the plan a column rename would get (in memory: the model
+/// files are not touched).
+pub async fn insight(project: &Project, lake: &Lake) -> Result<Insight> {
+    let (compiled, _) = crate::models::compile_project(project).await?;
+    let graph = tideway_models::lineage::Graph::new(&compiled);
+    let start = graph
+        .resolve("marts.customer_health.health_score")
+        .map_err(anyhow::Error::msg)?;
+    let lineage = graph
+        .trace(
+            "marts.customer_health.health_score",
+            start,
+            tideway_models::lineage::Direction::Upstream,
+        )
+        .to_text();
+    let sources: Vec<(std::path::PathBuf, String)> = compiled
+        .models
+        .models
+        .iter()
+        .map(|m| {
+            let text = if m.name.to_string() == "marts.lifetime_value" {
+                m.source.replace("as lifetime_value,", "as ltv,")
+            } else {
+                m.source.clone()
+            };
+            (m.file.clone(), text)
+        })
+        .collect();
+    let (models, errors) = tideway_models::Models::from_sources(sources);
+    let changed = tideway_models::compile::compile(models, errors, Some(lake)).await?;
+    let deployed = tideway_models::plan::read_deployed(lake).await?;
+    let plan = tideway_models::plan::plan(&changed, &deployed);
+    let breaking = plan
+        .breaking
+        .first()
+        .map(ToString::to_string)
+        .context("renaming lifetime_value should break marts.customer_health")?;
+    Ok(Insight { lineage, breaking })
 }
 
 /// Writes the demo's model files into `dir/models`.

@@ -201,8 +201,11 @@ pub async fn status_command(project: &Project, format: CompileFormat) -> Result<
         "waiting on",
     ]);
     for f in &fresh {
+        let view = f.materialized == tideway_models::Materialized::View;
         let state = match (f.failed, f.windows_behind) {
             (true, _) => "failed".to_string(),
+            _ if view && f.waiting_on.is_empty() => "view: current".to_string(),
+            _ if view => "view: waiting".to_string(),
             (_, -1) => "never built".to_string(),
             (_, 0) => "fresh".to_string(),
             (_, n) => format!(

@@ -346,6 +346,22 @@ fn the_demo_runs_and_leaves_a_working_project() {
         ],
     ));
     assert_eq!(csv, "health,leads,models\n300,300,13\n");
+    // Lineage and impact analysis in the demo's output.
+    assert!(
+        stdout
+            .contains("marts.customer_health.health_score\n   <- marts.engagement.active_days_90d"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error[breaking]: `marts.lifetime_value.lifetime_value` is renamed to `ltv`, and `marts.customer_health` reads it"),
+        "{stdout}"
+    );
+    let status = ok(&tideway(&dir, &["status"]));
+    assert!(
+        status.contains("marts.customer_health") && status.contains("no failed runs"),
+        "{status}"
+    );
+    assert!(ok(&tideway(&dir, &["plan"])).contains("no changes"));
     // The project's models compile and run again from the command line; a typo is refused
     // with its place and the right name.
     ok(&tideway(&dir, &["run", "+marts.customer_health"]));

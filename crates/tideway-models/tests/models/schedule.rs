@@ -5,15 +5,22 @@
 use anyhow::Result;
 use chrono::{DateTime, TimeZone, Utc};
 use tideway_models::run::{ModelRun, Status};
-use tideway_models::schedule::{freshness, recent_failures, tick};
+use tideway_models::schedule::{Freshness, freshness, recent_failures, tick};
 
 use crate::run::{add_events, compiled, count, day, lake};
 
-const HOURLY: &str = "/* tideway\nmaterialized = \"incremental\"\ntime_column = \"hour\"\ninterval = \"1h\"\n[tests]\nuser_id = [\"not_null\"]\n*/\nselect date_trunc('hour', ts) as hour, user_id, count(*) as clicks\nfrom events.clicks group by 1, 2";
+const HOURLY: &str = "/* tideway\nmaterialized = \"incremental\"\ntime_column = \"hour\"\ninterval = \"1h\"\n[tests]\nuser_id = [\"not_null\"]\n*/\nselect date_trunc('hour', ts) as hour, user_id, count(*) as clicks\nfrom staging.clicks group by 1, 2";
+const VIEW: &str = "/* tideway\nmaterialized = \"view\"\n*/\nselect user_id, ts from events.clicks";
 const DAILY: &str = "/* tideway\nmaterialized = \"table\"\ninterval = \"1d\"\n*/\nselect date_trunc('day', hour) as day, sum(clicks) as clicks\nfrom marts.hourly group by 1";
 
 fn at(d: u32, h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 6, d, h, m, 0).unwrap()
+}
+
+fn of<'a>(f: &'a [Freshness], model: &str) -> &'a Freshness {
+    f.iter()
+        .find(|m| m.model == model)
+        .expect("the model is listed")
 }
 
 fn windows(runs: &[ModelRun], model: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>, Status)> {
@@ -32,16 +39,23 @@ async fn windows_run_when_over_and_when_their_upstreams_succeeded() -> Result<()
     let c = compiled(
         &lake,
         &[
+            ("models/staging/clicks.sql", VIEW),
             ("models/marts/hourly.sql", HOURLY),
             ("models/marts/daily.sql", DAILY),
         ],
     )
     .await?;
 
-    // Nothing ran yet: both never built, the daily one waits on the hourly one.
+    // Nothing ran yet: both never built, the daily one waits on the hourly one; the view over
+    // a lake table is always current.
     let f = freshness(&lake, &c, at(2, 0, 30)).await?;
-    assert_eq!(f[0].windows_behind, -1);
-    assert_eq!(f[1].waiting_on, vec!["marts.hourly".to_string()]);
+    assert_eq!(of(&f, "marts.hourly").windows_behind, -1);
+    assert_eq!(
+        of(&f, "marts.daily").waiting_on,
+        vec!["marts.hourly".to_string()]
+    );
+    assert_eq!(of(&f, "staging.clicks").windows_behind, 0);
+    assert!(of(&f, "marts.hourly").waiting_on.is_empty());
 
     // 00:30 on day 2: the hourly model's first run covers history up to 00:00; then the
     // daily window [day 1, day 2) is over and its upstream has succeeded for it.
@@ -67,7 +81,7 @@ async fn windows_run_when_over_and_when_their_upstreams_succeeded() -> Result<()
     // model's next window is not over.
     add_events(&lake, 2, &["a", "b", "c", "d"]).await?;
     let f = freshness(&lake, &c, at(2, 3, 10)).await?;
-    assert_eq!(f[0].windows_behind, 3);
+    assert_eq!(of(&f, "marts.hourly").windows_behind, 3);
     let runs = tick(&lake, &c, at(2, 3, 10)).await?;
     assert_eq!(
         windows(&runs, "marts.hourly"),
@@ -90,9 +104,12 @@ async fn windows_run_when_over_and_when_their_upstreams_succeeded() -> Result<()
     );
     assert!(windows(&runs, "marts.daily").is_empty(), "{runs:?}");
     let f = freshness(&lake, &c, at(3, 0, 20)).await?;
-    assert!(f[0].failed);
-    assert_eq!(f[1].waiting_on, vec!["marts.hourly".to_string()]);
-    assert_eq!(f[1].windows_behind, 1);
+    assert!(of(&f, "marts.hourly").failed);
+    assert_eq!(
+        of(&f, "marts.daily").waiting_on,
+        vec!["marts.hourly".to_string()]
+    );
+    assert_eq!(of(&f, "marts.daily").windows_behind, 1);
     let failures = recent_failures(&lake, 5).await?;
     assert_eq!(failures[0]["model"], "marts.hourly");
     assert!(failures[0]["error"].contains("data test"), "{failures:?}");
