@@ -90,7 +90,11 @@ pub async fn compile(
     load_errors: Vec<Diagnostic>,
     lake: Option<&Lake>,
 ) -> Result<Compilation, tideway_lake::LakeError> {
-    compile_with(models, load_errors, lake, &mut Cache::default()).await
+    let mut once = Cache {
+        once: true,
+        ..Cache::default()
+    };
+    compile_with(models, load_errors, lake, &mut once).await
 }
 
 /// What one compile keeps so that the next is incremental (`tideway compile --watch`): a model
@@ -112,6 +116,8 @@ pub struct Cache {
     state: Option<SessionState>,
     /// How many models the last compile planned (the rest it reused).
     pub planned: usize,
+    /// A one-off compile: keep nothing (what is kept would be most of its peak memory).
+    once: bool,
 }
 
 /// [`compile`], reusing what `cache` holds from the previous compile, and refilling it.
@@ -162,6 +168,9 @@ pub async fn compile_with(
         cache.sources = sources.clone();
     }
     // Keep what was prepared for each file whose text is new; forget files that are gone.
+    if cache.once {
+        cache.prepared.clear();
+    }
     let files: HashSet<&std::path::Path> = models.models.iter().map(|m| m.file.as_path()).collect();
     cache.prepared.retain(|f, _| files.contains(f.as_path()));
     for (m, p) in models.models.iter().zip(&prepared) {
@@ -188,15 +197,17 @@ pub async fn compile_with(
         state,
     );
     cache.planned = planned;
-    cache.compiled = compilation
-        .compiled
-        .iter()
-        .flatten()
-        .map(|c| {
-            let m = &compilation.models.models[c.index];
-            (m.name.to_string(), (m.source.clone(), c.clone()))
-        })
-        .collect();
+    if !cache.once {
+        cache.compiled = compilation
+            .compiled
+            .iter()
+            .flatten()
+            .map(|c| {
+                let m = &compilation.models.models[c.index];
+                (m.name.to_string(), (m.source.clone(), c.clone()))
+            })
+            .collect();
+    }
     tracing::debug!(
         models = compilation.models.len(),
         planned,
