@@ -496,7 +496,7 @@ impl Lake {
     }
 
     /// Fails with [`LakeError::UnknownTable`] if the statement reads a lake table that does not
-    /// exist (CTE names and `information_schema` are not lake tables).
+    /// exist (CTE names, table functions and `information_schema` are not lake tables).
     fn check_references(&self, statement: &DFStatement) -> Result<()> {
         let references = self.session().state().resolve_table_references(statement)?;
         let known = self.inner.catalog.known_names();
@@ -513,6 +513,16 @@ impl Lake {
                 } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
             };
             if catalog != CATALOG || schema == "information_schema" {
+                continue;
+            }
+            // `range(1, 10)`, `generate_series(...)`: table functions, not tables.
+            if matches!(reference, TableReference::Bare { .. })
+                && self
+                    .session()
+                    .state()
+                    .table_functions()
+                    .contains_key(table)
+            {
                 continue;
             }
             let full = format!("{schema}.{table}");
