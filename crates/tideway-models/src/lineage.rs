@@ -218,6 +218,11 @@ impl Walker<'_> {
                 {
                     return work.clone();
                 }
+                // A table function (`range(1, 10)`) is not a table: its columns come from
+                // no input column.
+                if matches!(scan.table_name, TableReference::Bare { .. }) {
+                    return vec![Origins::new(); width];
+                }
                 let key = (self.table_key)(&scan.table_name);
                 plan.schema()
                     .fields()

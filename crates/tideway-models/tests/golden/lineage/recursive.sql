@@ -1,4 +1,4 @@
--- A recursive CTE: the working table's columns come from the static term.
+-- A recursive CTE: the working table's columns come from the static term; a table function is no table.
 -- lake: org.people (person_id BIGINT, manager_id BIGINT, name VARCHAR)
 -- file: models/marts/chain.sql
 with recursive chain as (
@@ -8,3 +8,8 @@ with recursive chain as (
     from org.people p join chain c on p.manager_id = c.person_id
 )
 select person_id, name, depth from chain
+-- file: models/marts/numbers.sql
+-- A table function is not a table: its columns come from no input column.
+select cast(g.i as bigint) as n, p.name
+from range(1, 4) as g(i)
+cross join org.people p
