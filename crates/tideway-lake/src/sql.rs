@@ -517,11 +517,7 @@ impl Lake {
             }
             // `range(1, 10)`, `generate_series(...)`: table functions, not tables.
             if matches!(reference, TableReference::Bare { .. })
-                && self
-                    .session()
-                    .state()
-                    .table_functions()
-                    .contains_key(table)
+                && self.session().state().table_functions().contains_key(table)
             {
                 continue;
             }
