@@ -360,10 +360,8 @@ impl Walker<'_> {
                 // from `*` (or are outer references, which DataFusion leaves unspanned).
                 let span = column.spans.first();
                 if span.is_some() || outer {
-                    self.reads.extend(
-                        from.iter()
-                            .map(|c| (c.clone(), span.clone(), column.name.clone())),
-                    );
+                    self.reads
+                        .extend(from.iter().map(|c| (c.clone(), span, column.name.clone())));
                 }
                 origins.extend(from.iter().cloned());
             }

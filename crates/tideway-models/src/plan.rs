@@ -214,17 +214,11 @@ pub async fn read_deployed(lake: &Lake) -> Result<HashMap<String, Deployed>, Lak
     let corrupt = |what: String| LakeError::Sql(format!("{DEPLOYED_TABLE} is damaged: {what}"));
     let mut out = HashMap::new();
     for batch in df.collect().await? {
-        // Text columns come back as Utf8View: cast to Utf8 to read them.
-        let text = |i: usize| -> Result<StringArray, LakeError> {
-            let utf8 = tideway_lake::arrow::compute::cast(batch.column(i), &DataType::Utf8)
-                .map_err(|e| corrupt(format!("column {i} is not text: {e}")))?;
-            utf8.as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .ok_or_else(|| corrupt(format!("column {i} is not text")))
+        let texts: Option<Vec<StringArray>> = (0..5).map(|i| text_column(&batch, i)).collect();
+        let texts = texts.ok_or_else(|| corrupt("a text column is not text".into()))?;
+        let [model, file, source, columns, lineage] = &texts[..] else {
+            return Err(corrupt("it has fewer columns than it should".into()));
         };
-        let (model, file, source, columns, lineage) =
-            (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
         let at = batch
             .column(5)
             .as_any()
@@ -254,6 +248,12 @@ pub async fn read_deployed(lake: &Lake) -> Result<HashMap<String, Deployed>, Lak
     Ok(out)
 }
 
+/// Column `i` of `batch` as Utf8 (text comes back from a query as Utf8View).
+fn text_column(batch: &RecordBatch, i: usize) -> Option<StringArray> {
+    let utf8 = tideway_lake::arrow::compute::cast(batch.column(i), &DataType::Utf8).ok()?;
+    utf8.as_any().downcast_ref::<StringArray>().cloned()
+}
+
 /// Records `built` (model indexes that ran successfully) as deployed, and, when `removed` is
 /// given, forgets the deployed models that are no longer in the project.
 pub async fn record_deployed(
@@ -263,7 +263,9 @@ pub async fn record_deployed(
     removed: &[String],
     now: DateTime<Utc>,
 ) -> Result<(), LakeError> {
-    let mut rows: Vec<(String, String, String, String, String, bool)> = Vec::new();
+    /// One row of the deployed table: model, file, source, columns, lineage, removed.
+    struct Row(String, String, String, String, String, bool);
+    let mut rows: Vec<Row> = Vec::new();
     for &i in built {
         let (Some(c), m) = (&compilation.compiled[i], &compilation.models.models[i]) else {
             continue;
@@ -278,7 +280,7 @@ pub async fn record_deployed(
                 nullable: f.is_nullable(),
             })
             .collect();
-        rows.push((
+        rows.push(Row(
             m.name.to_string(),
             m.file.display().to_string(),
             m.source.clone(),
@@ -288,7 +290,7 @@ pub async fn record_deployed(
         ));
     }
     for name in removed {
-        rows.push((
+        rows.push(Row(
             name.clone(),
             String::new(),
             String::new(),
@@ -314,7 +316,7 @@ pub async fn record_deployed(
         ),
         Field::new("_removed", DataType::Boolean, false),
     ]));
-    let text = |f: fn(&(String, String, String, String, String, bool)) -> &str| -> ArrayRef {
+    let text = |f: fn(&Row) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
     };
     let columns: Vec<ArrayRef> = vec![
