@@ -170,11 +170,11 @@ fn short_duration(d: std::time::Duration) -> String {
 
 /// `tideway status`: each model's freshness, and the recent failures.
 pub async fn status_command(project: &Project, format: CompileFormat) -> Result<()> {
-    let (compiled, _) = compile_project(project).await?;
+    let lake = project.lake().await?;
+    let (compiled, _) = compile_in(project, &lake).await?;
     for d in &compiled.diagnostics {
         eprintln!("{d}\n");
     }
-    let lake = project.lake().await?;
     let now = chrono::Utc::now();
     let fresh = tideway_models::schedule::freshness(&lake, &compiled, now).await?;
     let failures = tideway_models::schedule::recent_failures(&lake, 10).await?;
@@ -244,10 +244,15 @@ pub async fn status_command(project: &Project, format: CompileFormat) -> Result<
 /// `tideway plan`: what the models in the project change against what is deployed.
 pub async fn plan_command(project: &Project, format: CompileFormat) -> Result<()> {
     use tideway_models::plan::{ModelStatus, plan, read_deployed};
-    let (compiled, _) = compile_project(project).await?;
-    let started = Instant::now();
     let lake = project.lake().await?;
-    let deployed = read_deployed(&lake).await?;
+    // The deployed state is read while the models compile.
+    let reading = tokio::spawn({
+        let lake = lake.clone();
+        async move { read_deployed(&lake).await }
+    });
+    let (compiled, _) = compile_in(project, &lake).await?;
+    let started = Instant::now();
+    let deployed = reading.await??;
     let plan = plan(&compiled, &deployed);
     let elapsed = started.elapsed();
     let refused = !plan.is_safe() || !compiled.is_ok();
@@ -342,16 +347,21 @@ pub async fn plan_command(project: &Project, format: CompileFormat) -> Result<()
 /// Loads and compiles the project's models against its lake.
 pub async fn compile_project(project: &Project) -> Result<(Compilation, std::time::Duration)> {
     let started = Instant::now();
+    let lake = project.lake().await?;
+    let (compiled, _) = compile_in(project, &lake).await?;
+    Ok((compiled, started.elapsed()))
+}
+
+/// Loads and compiles the project's models against `lake` (already open).
+pub async fn compile_in(
+    project: &Project,
+    lake: &tideway_lake::Lake,
+) -> Result<(Compilation, std::time::Duration)> {
+    let started = Instant::now();
     let (models, errors) = Models::load(&project.dir);
     let read = started.elapsed();
-    let lake = project.lake().await?;
-    let opened = started.elapsed() - read;
-    let compiled = compile::compile(models, errors, Some(&lake)).await?;
-    tracing::debug!(
-        read_ms = read.as_millis() as u64,
-        lake_ms = opened.as_millis() as u64,
-        "read the model files, opened the lake"
-    );
+    let compiled = compile::compile(models, errors, Some(lake)).await?;
+    tracing::debug!(read_ms = read.as_millis() as u64, "read the model files");
     Ok((compiled, started.elapsed()))
 }
 
@@ -500,7 +510,8 @@ pub async fn run_command(
         (None, None) => None,
         _ => bail!("a backfill needs both --start and --end"),
     };
-    let (compiled, elapsed) = compile_project(project).await?;
+    let lake = project.lake().await?;
+    let (compiled, elapsed) = compile_in(project, &lake).await?;
     if !compiled.is_ok() {
         for d in &compiled.diagnostics {
             eprintln!("{d}\n");
@@ -510,7 +521,6 @@ pub async fn run_command(
             compiled.diagnostics.len()
         );
     }
-    let lake = project.lake().await?;
     let options = tideway_models::run::RunOptions {
         select,
         full_refresh,
