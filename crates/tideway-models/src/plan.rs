@@ -45,6 +45,21 @@ pub struct DeployedColumn {
     pub nullable: bool,
 }
 
+impl DeployedColumn {
+    /// The columns of a schema, as they are recorded.
+    pub fn of(schema: &tideway_lake::arrow::datatypes::SchemaRef) -> Vec<DeployedColumn> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| DeployedColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect()
+    }
+}
+
 /// A model as its last successful run deployed it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Deployed {
@@ -270,16 +285,7 @@ pub async fn record_deployed(
         let (Some(c), m) = (&compilation.compiled[i], &compilation.models.models[i]) else {
             continue;
         };
-        let columns: Vec<DeployedColumn> = c
-            .schema
-            .fields()
-            .iter()
-            .map(|f| DeployedColumn {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect();
+        let columns = DeployedColumn::of(&c.schema);
         rows.push(Row(
             m.name.to_string(),
             m.file.display().to_string(),
@@ -529,16 +535,7 @@ fn breaking_diagnostic(reader: &crate::project::Model, impact: &Impact) -> Diagn
 
 /// The column changes of a model from its deployed columns to its compiled ones.
 fn diff_columns(deployed: &Deployed, compiled: &crate::CompiledModel) -> Vec<ColumnChange> {
-    let now: Vec<DeployedColumn> = compiled
-        .schema
-        .fields()
-        .iter()
-        .map(|f| DeployedColumn {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-            nullable: f.is_nullable(),
-        })
-        .collect();
+    let now = DeployedColumn::of(&compiled.schema);
     let old: BTreeMap<&str, &DeployedColumn> = deployed
         .columns
         .iter()
