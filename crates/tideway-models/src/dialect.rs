@@ -612,3 +612,216 @@ mod tests {
         assert_eq!(diff("dd", "1969-12-31 23:00", "1970-01-01 01:00"), 1);
     }
 }
+
+/// Speeds up grouped queries with `count(DISTINCT x)`: DataFusion keeps a hash set per group
+/// and distinct column, which on a million groups costs seconds and gigabytes. Each distinct
+/// count becomes a join to `SELECT keys, count(x) FROM (SELECT DISTINCT keys, x FROM <the
+/// same FROM> WHERE <the same WHERE>) GROUP BY keys` (one row per group, joined on the keys
+/// with `IS NOT DISTINCT FROM`, so NULL keys match and no row is multiplied), and the count is
+/// read from it. Same result; 5.1 s -> 1.8 s on 6M events and 923k customers (BENCHMARKS.md).
+///
+/// Only plain cases are rewritten: one FROM item, GROUP BY plain expressions (or ordinals),
+/// no HAVING, DISTINCT, window functions or FILTER on the distinct count. Returns whether
+/// anything changed; a run falls back to the query as written if the rewrite does not plan.
+pub fn rewrite_distinct_counts(statement: &mut Statement) -> bool {
+    use tideway_lake::datafusion::sql::sqlparser::ast::VisitorMut;
+    struct Rewrite {
+        changed: bool,
+        next: usize,
+    }
+    impl VisitorMut for Rewrite {
+        type Break = ();
+        fn post_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            if let ast::SetExpr::Select(select) = query.body.as_mut() {
+                self.changed |= distinct_counts(select, &mut self.next);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut r = Rewrite {
+        changed: false,
+        next: 0,
+    };
+    let _ = ast::VisitMut::visit(statement, &mut r);
+    r.changed
+}
+
+/// The argument of `count(DISTINCT x)` (no FILTER, no OVER), if `f` is one.
+fn distinct_count_arg(f: &ast::Function) -> Option<&Expr> {
+    if !single_name(&f.name)?.eq_ignore_ascii_case("count") || f.filter.is_some() || f.over.is_some()
+    {
+        return None;
+    }
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if list.duplicate_treatment != Some(ast::DuplicateTreatment::Distinct)
+        || list.args.len() != 1
+        || !list.clauses.is_empty()
+    {
+        return None;
+    }
+    match &list.args[0] {
+        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e),
+        _ => None,
+    }
+}
+
+fn distinct_counts(select: &mut ast::Select, next: &mut usize) -> bool {
+    let original = select.clone();
+    let done = try_distinct_counts(select, next);
+    if !done {
+        *select = original;
+    }
+    done
+}
+
+fn try_distinct_counts(select: &mut ast::Select, next: &mut usize) -> bool {
+    let ast::GroupByExpr::Expressions(group, modifiers) = &select.group_by else {
+        return false;
+    };
+    if group.is_empty()
+        || !modifiers.is_empty()
+        || select.from.len() != 1
+        || select.having.is_some()
+        || select.distinct.is_some()
+        || select.qualify.is_some()
+        || !select.named_window.is_empty()
+    {
+        return false;
+    }
+    // The projection's expressions, for ordinals; a window function anywhere: leave it.
+    let mut items: Vec<&Expr> = Vec::new();
+    for item in &select.projection {
+        match item {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                items.push(e)
+            }
+            _ => return false,
+        }
+    }
+    let mut windowed = false;
+    let mut found = 0;
+    for e in &items {
+        let _ = ast::visit_expressions(*e, |e| {
+            if let Expr::Function(f) = e {
+                windowed |= f.over.is_some();
+                found += usize::from(distinct_count_arg(f).is_some());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    if windowed || found == 0 {
+        return false;
+    }
+    // The group keys as expressions (ordinals resolved); a key that names an output alias is
+    // ambiguous here: leave the query.
+    let aliases: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|i| match i {
+            ast::SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let mut keys: Vec<String> = Vec::new();
+    for g in group {
+        let key = match g {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => match n.parse::<usize>() {
+                    Ok(k) if k >= 1 && k <= items.len() => items[k - 1].to_string(),
+                    _ => return false,
+                },
+                _ => return false,
+            },
+            Expr::Identifier(i) if aliases.contains(&i.value.to_lowercase()) => return false,
+            e => e.to_string(),
+        };
+        keys.push(key);
+    }
+    let from = select.from[0].to_string();
+    let filter = select
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    // Each distinct count: its subquery, joined; the count read from it.
+    let mut joins: Vec<String> = Vec::new();
+    let mut by_arg: Vec<(String, String)> = Vec::new();
+    let key_list: Vec<String> = (0..keys.len()).map(|k| format!("__k{k}")).collect();
+    let mut replaced = true;
+    for item in select.projection.iter_mut() {
+        let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) =
+            item
+        else {
+            continue;
+        };
+        let _ = visit_expressions_mut(e, |e| {
+            let Expr::Function(f) = e else {
+                return ControlFlow::<()>::Continue(());
+            };
+            let Some(arg) = distinct_count_arg(f).map(ToString::to_string) else {
+                return ControlFlow::Continue(());
+            };
+            let alias = match by_arg.iter().find(|(a, _)| *a == arg) {
+                Some((_, alias)) => alias.clone(),
+                None => {
+                    let alias = format!("__tideway_distinct_{}", *next);
+                    *next += 1;
+                    let selected: Vec<String> = keys
+                        .iter()
+                        .zip(&key_list)
+                        .map(|(k, n)| format!("{k} AS {n}"))
+                        .collect();
+                    let on: Vec<String> = keys
+                        .iter()
+                        .zip(&key_list)
+                        .map(|(k, n)| format!("(({k}) IS NOT DISTINCT FROM {alias}.{n})"))
+                        .collect();
+                    joins.push(format!(
+                        "LEFT JOIN (SELECT {keys}, count(__x) AS __n FROM (SELECT DISTINCT {selected}, {arg} AS __x FROM {from}{filter}) AS __d GROUP BY {keys}) AS {alias} ON {on}",
+                        keys = key_list.join(", "),
+                        selected = selected.join(", "),
+                        on = on.join(" AND "),
+                    ));
+                    by_arg.push((arg.clone(), alias.clone()));
+                    alias
+                }
+            };
+            match parse_expr(&format!("coalesce(max({alias}.__n), 0)")) {
+                Some(new) => *e = new,
+                None => replaced = false,
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    let sql = format!("SELECT 1 FROM __t {}", joins.join(" "));
+    let parsed = tideway_lake::datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect {},
+        &sql,
+    );
+    let Ok(mut statements) = parsed else {
+        return false;
+    };
+    let Some(Statement::Query(q)) = statements.pop() else {
+        return false;
+    };
+    let ast::SetExpr::Select(s) = *q.body else {
+        return false;
+    };
+    let Some(twj) = s.from.into_iter().next() else {
+        return false;
+    };
+    select.from[0].joins.extend(twj.joins);
+    replaced
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    tideway_lake::datafusion::sql::sqlparser::parser::Parser::new(
+        &tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect {},
+    )
+    .try_with_sql(sql)
+    .ok()?
+    .parse_expr()
+    .ok()
+}

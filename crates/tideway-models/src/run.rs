@@ -606,20 +606,38 @@ async fn run_window(
         crate::project::parse_query(model, &rendered).map_err(|d| LakeError::Sql(d.to_string()))?;
     let mut statement = inline_views(statement, views);
     crate::dialect::rewrite(&mut statement);
-    let mut sql = statement.to_string();
-    if by_time {
-        let column = config.time_column.as_deref().unwrap_or_default();
-        sql = format!(
-            "SELECT * FROM ({sql}) AS model WHERE \"{column}\" >= {} AND \"{column}\" < {}",
-            literal(start),
-            literal(end)
-        );
-    }
-    let Executed::Query(df) = lake.execute(&sql).await? else {
-        return Err(LakeError::Sql("a model is one query".into()));
+    // The same query with its distinct counts made fast, when that applies; the query as
+    // written if the faster one does not plan.
+    let mut fast = statement.clone();
+    let rewritten = crate::dialect::rewrite_distinct_counts(&mut fast);
+    let windowed = |sql: String| match by_time {
+        true => {
+            let column = config.time_column.as_deref().unwrap_or_default();
+            format!(
+                "SELECT * FROM ({sql}) AS model WHERE \"{column}\" >= {} AND \"{column}\" < {}",
+                literal(start),
+                literal(end)
+            )
+        }
+        false => sql,
     };
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let mut batches = df.collect().await?;
+    let collect = |sql: String| async move {
+        let Executed::Query(df) = lake.execute(&sql).await? else {
+            return Err(LakeError::Sql("a model is one query".into()));
+        };
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        Ok::<_, LakeError>((schema, df.collect().await?))
+    };
+    let (schema, mut batches) = match rewritten {
+        true => match collect(windowed(fast.to_string())).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::debug!(model = %model.name, "the distinct-count rewrite failed ({e}); running the query as written");
+                collect(windowed(statement.to_string())).await?
+            }
+        },
+        false => collect(windowed(statement.to_string())).await?,
+    };
     batches.retain(|b| b.num_rows() > 0);
     if batches.is_empty() {
         batches.push(RecordBatch::new_empty(schema));
