@@ -648,7 +648,9 @@ pub fn rewrite_distinct_counts(statement: &mut Statement) -> bool {
 
 /// The argument of `count(DISTINCT x)` (no FILTER, no OVER), if `f` is one.
 fn distinct_count_arg(f: &ast::Function) -> Option<&Expr> {
-    if !single_name(&f.name)?.eq_ignore_ascii_case("count") || f.filter.is_some() || f.over.is_some()
+    if !single_name(&f.name)?.eq_ignore_ascii_case("count")
+        || f.filter.is_some()
+        || f.over.is_some()
     {
         return None;
     }

@@ -359,21 +359,31 @@ async fn distinct_counts_give_what_the_query_as_written_gives() -> Result<()> {
     let built = query_rows(&lake, &format!("SELECT * FROM marts.m {order}")).await?;
     let direct = query_rows(&lake, &format!("SELECT * FROM ({query}) AS q {order}")).await?;
     assert_eq!(built, direct);
-    assert!(built.contains("| x | 1 | 2 | 1  | 2  | 11   | 3     |"), "{built}");
+    assert!(
+        built.contains("| x | 1 | 2 | 1  | 2  | 11   | 3     |"),
+        "{built}"
+    );
     // The rewrite applied (the join is there), and leaves a plain query alone.
     let mut statement = tideway_lake::datafusion::sql::sqlparser::parser::Parser::parse_sql(
         &tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect {},
         query,
     )?
     .remove(0);
-    assert!(tideway_models::dialect::rewrite_distinct_counts(&mut statement));
-    assert!(statement.to_string().contains("IS NOT DISTINCT FROM"), "{statement}");
+    assert!(tideway_models::dialect::rewrite_distinct_counts(
+        &mut statement
+    ));
+    assert!(
+        statement.to_string().contains("IS NOT DISTINCT FROM"),
+        "{statement}"
+    );
     let mut plain = tideway_lake::datafusion::sql::sqlparser::parser::Parser::parse_sql(
         &tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect {},
         "select g, count(*) from raw.t group by g having count(distinct a) > 1",
     )?
     .remove(0);
-    assert!(!tideway_models::dialect::rewrite_distinct_counts(&mut plain));
+    assert!(!tideway_models::dialect::rewrite_distinct_counts(
+        &mut plain
+    ));
     Ok(())
 }
 
