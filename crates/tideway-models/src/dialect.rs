@@ -521,98 +521,6 @@ impl ScalarUDFImpl for DateAdd {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect;
-    use tideway_lake::datafusion::sql::sqlparser::parser::Parser;
-
-    use super::*;
-
-    fn rewritten(sql: &str) -> String {
-        let mut statements = Parser::parse_sql(&GenericDialect {}, sql).unwrap();
-        rewrite(&mut statements[0]);
-        statements[0].to_string()
-    }
-
-    #[test]
-    fn warehouse_functions_are_rewritten() {
-        assert_eq!(
-            rewritten("SELECT IFF(a > 1, 'x', 'y') FROM t"),
-            "SELECT CASE WHEN a > 1 THEN 'x' ELSE 'y' END FROM t"
-        );
-        assert_eq!(
-            rewritten("SELECT DECODE(a, 1, 'one', 2, 'two', 'many') FROM t"),
-            "SELECT CASE WHEN a IS NOT DISTINCT FROM 1 THEN 'one' WHEN a IS NOT DISTINCT FROM 2 THEN 'two' ELSE 'many' END FROM t"
-        );
-        assert_eq!(
-            rewritten("SELECT * FROM t WHERE path LIKE ANY ('/docs%', '/help%')"),
-            "SELECT * FROM t WHERE (path LIKE '/docs%' OR path LIKE '/help%')"
-        );
-        assert_eq!(
-            rewritten(
-                "SELECT ZEROIFNULL(a), NULLIFZERO(b), LEN(s), CHARINDEX('x', s), GETDATE() FROM t"
-            ),
-            "SELECT coalesce(a, 0), nullif(b, 0), character_length(s), strpos(s, 'x'), now() FROM t"
-        );
-        assert_eq!(
-            rewritten(
-                "SELECT DATEDIFF(day, a, b), DATEADD(month, 1, a), date_diff('week', a, b) FROM t"
-            ),
-            "SELECT date_diff('day', a, b), dateadd('month', 1, a), date_diff('week', a, b) FROM t"
-        );
-        assert_eq!(
-            rewritten("SELECT TIMESTAMP '2025-06-01' - INTERVAL 30 DAY"),
-            "SELECT TIMESTAMP '2025-06-01' - INTERVAL '30 DAY'"
-        );
-        assert_eq!(
-            rewritten("SELECT LISTAGG(a, ',') FROM t"),
-            "SELECT string_agg(a, ',') FROM t"
-        );
-    }
-
-    #[test]
-    fn date_parts_count_boundaries() {
-        let t = |s: &str| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
-                .unwrap()
-                .and_utc()
-                .timestamp_micros()
-        };
-        let diff = |part: &str, a: &str, b: &str| {
-            let f = DateDiff::new();
-            let args = ScalarFunctionArgs {
-                args: vec![
-                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(part.into()))),
-                    ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(t(a)), None)),
-                    ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(t(b)), None)),
-                ],
-                arg_fields: vec![],
-                number_rows: 1,
-                return_field: Arc::new(tideway_lake::arrow::datatypes::Field::new(
-                    "x",
-                    DataType::Int64,
-                    true,
-                )),
-                config_options: Default::default(),
-            };
-            let ColumnarValue::Array(a) = f.invoke_with_args(args).unwrap() else {
-                panic!()
-            };
-            a.as_any().downcast_ref::<Int64Array>().unwrap().value(0)
-        };
-        assert_eq!(diff("day", "2025-01-01 23:59", "2025-01-02 00:01"), 1);
-        assert_eq!(diff("day", "2025-01-02 00:01", "2025-01-01 23:59"), -1);
-        assert_eq!(diff("hour", "2025-01-01 10:59", "2025-01-01 11:00"), 1);
-        assert_eq!(diff("month", "2025-01-31 00:00", "2025-02-01 00:00"), 1);
-        assert_eq!(diff("year", "2024-12-31 00:00", "2025-01-01 00:00"), 1);
-        assert_eq!(diff("quarter", "2025-03-31 00:00", "2025-04-01 00:00"), 1);
-        // 2025-01-05 is a Sunday, 2025-01-06 a Monday.
-        assert_eq!(diff("week", "2025-01-05 12:00", "2025-01-06 00:00"), 1);
-        assert_eq!(diff("week", "2025-01-06 00:00", "2025-01-12 23:00"), 0);
-        assert_eq!(diff("dd", "1969-12-31 23:00", "1970-01-01 01:00"), 1);
-    }
-}
-
 /// Speeds up grouped queries with `count(DISTINCT x)`: DataFusion keeps a hash set per group
 /// and distinct column, which on a million groups costs seconds and gigabytes. Each distinct
 /// count becomes a join to `SELECT keys, count(x) FROM (SELECT DISTINCT keys, x FROM <the
@@ -826,4 +734,96 @@ fn parse_expr(sql: &str) -> Option<Expr> {
     .ok()?
     .parse_expr()
     .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect;
+    use tideway_lake::datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statements = Parser::parse_sql(&GenericDialect {}, sql).unwrap();
+        rewrite(&mut statements[0]);
+        statements[0].to_string()
+    }
+
+    #[test]
+    fn warehouse_functions_are_rewritten() {
+        assert_eq!(
+            rewritten("SELECT IFF(a > 1, 'x', 'y') FROM t"),
+            "SELECT CASE WHEN a > 1 THEN 'x' ELSE 'y' END FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT DECODE(a, 1, 'one', 2, 'two', 'many') FROM t"),
+            "SELECT CASE WHEN a IS NOT DISTINCT FROM 1 THEN 'one' WHEN a IS NOT DISTINCT FROM 2 THEN 'two' ELSE 'many' END FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT * FROM t WHERE path LIKE ANY ('/docs%', '/help%')"),
+            "SELECT * FROM t WHERE (path LIKE '/docs%' OR path LIKE '/help%')"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT ZEROIFNULL(a), NULLIFZERO(b), LEN(s), CHARINDEX('x', s), GETDATE() FROM t"
+            ),
+            "SELECT coalesce(a, 0), nullif(b, 0), character_length(s), strpos(s, 'x'), now() FROM t"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT DATEDIFF(day, a, b), DATEADD(month, 1, a), date_diff('week', a, b) FROM t"
+            ),
+            "SELECT date_diff('day', a, b), dateadd('month', 1, a), date_diff('week', a, b) FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT TIMESTAMP '2025-06-01' - INTERVAL 30 DAY"),
+            "SELECT TIMESTAMP '2025-06-01' - INTERVAL '30 DAY'"
+        );
+        assert_eq!(
+            rewritten("SELECT LISTAGG(a, ',') FROM t"),
+            "SELECT string_agg(a, ',') FROM t"
+        );
+    }
+
+    #[test]
+    fn date_parts_count_boundaries() {
+        let t = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        };
+        let diff = |part: &str, a: &str, b: &str| {
+            let f = DateDiff::new();
+            let args = ScalarFunctionArgs {
+                args: vec![
+                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(part.into()))),
+                    ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(t(a)), None)),
+                    ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(t(b)), None)),
+                ],
+                arg_fields: vec![],
+                number_rows: 1,
+                return_field: Arc::new(tideway_lake::arrow::datatypes::Field::new(
+                    "x",
+                    DataType::Int64,
+                    true,
+                )),
+                config_options: Default::default(),
+            };
+            let ColumnarValue::Array(a) = f.invoke_with_args(args).unwrap() else {
+                panic!()
+            };
+            a.as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+        };
+        assert_eq!(diff("day", "2025-01-01 23:59", "2025-01-02 00:01"), 1);
+        assert_eq!(diff("day", "2025-01-02 00:01", "2025-01-01 23:59"), -1);
+        assert_eq!(diff("hour", "2025-01-01 10:59", "2025-01-01 11:00"), 1);
+        assert_eq!(diff("month", "2025-01-31 00:00", "2025-02-01 00:00"), 1);
+        assert_eq!(diff("year", "2024-12-31 00:00", "2025-01-01 00:00"), 1);
+        assert_eq!(diff("quarter", "2025-03-31 00:00", "2025-04-01 00:00"), 1);
+        // 2025-01-05 is a Sunday, 2025-01-06 a Monday.
+        assert_eq!(diff("week", "2025-01-05 12:00", "2025-01-06 00:00"), 1);
+        assert_eq!(diff("week", "2025-01-06 00:00", "2025-01-12 23:00"), 0);
+        assert_eq!(diff("dd", "1969-12-31 23:00", "1970-01-01 01:00"), 1);
+    }
 }
