@@ -288,8 +288,14 @@ pub async fn run(
         });
     }
     let selected = select(compilation, &options.select)?;
-    // A breaking change to a deployed model is refused before anything runs.
-    let deployed = crate::plan::read_deployed(lake).await?;
+    // A breaking change to a deployed model is refused before anything runs. The deployed
+    // state is read for that check, and on a whole-project run to forget removed models; the
+    // scheduler, which checked once for its tick and runs one model at a time, needs neither.
+    let deployed = if !options.plan_checked || options.select.is_empty() {
+        crate::plan::read_deployed(lake).await?
+    } else {
+        HashMap::new()
+    };
     if !options.plan_checked {
         let plan = crate::plan::plan(compilation, &deployed);
         if !plan.is_safe() {

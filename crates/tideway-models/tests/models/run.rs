@@ -350,14 +350,14 @@ async fn distinct_counts_give_what_the_query_as_written_gives() -> Result<()> {
          (NULL, 1, 'p', 1), (NULL, 1, NULL, 1), ('y', NULL, NULL, NULL), ('y', NULL, 'r', 5), ('z', 3, 's', -1)",
     )
     .await?;
-    let query = "select g, k, count(*) as n, count(distinct a) as da, count(distinct b) as db, \
+    let model_sql = "select g, k, count(*) as n, count(distinct a) as da, count(distinct b) as db, \
                  count(distinct a) + 10 as da10, sum(b) as total\nfrom raw.t t\nwhere coalesce(b, 0) >= 0\ngroup by 1, t.k";
-    let c = compiled(&lake, &[("models/marts/m.sql", query)]).await?;
+    let c = compiled(&lake, &[("models/marts/m.sql", model_sql)]).await?;
     let runs = run::run(&lake, &c, &RunOptions::default(), |_| {}).await?;
     assert!(runs.iter().all(|r| r.status == Status::Success), "{runs:?}");
     let order = "ORDER BY g NULLS FIRST, k NULLS FIRST";
-    let built = query_rows(&lake, &format!("SELECT * FROM marts.m {order}")).await?;
-    let direct = query_rows(&lake, &format!("SELECT * FROM ({query}) AS q {order}")).await?;
+    let built = query(&lake, &format!("SELECT * FROM marts.m {order}")).await?;
+    let direct = query(&lake, &format!("SELECT * FROM ({model_sql}) AS q {order}")).await?;
     assert_eq!(built, direct);
     assert!(
         built.contains("| x | 1 | 2 | 1  | 2  | 11   | 3     |"),
@@ -366,7 +366,7 @@ async fn distinct_counts_give_what_the_query_as_written_gives() -> Result<()> {
     // The rewrite applied (the join is there), and leaves a plain query alone.
     let mut statement = tideway_lake::datafusion::sql::sqlparser::parser::Parser::parse_sql(
         &tideway_lake::datafusion::sql::sqlparser::dialect::GenericDialect {},
-        query,
+        model_sql,
     )?
     .remove(0);
     assert!(tideway_models::dialect::rewrite_distinct_counts(
@@ -385,8 +385,4 @@ async fn distinct_counts_give_what_the_query_as_written_gives() -> Result<()> {
         &mut plain
     ));
     Ok(())
-}
-
-async fn query_rows(lake: &Lake, sql: &str) -> Result<String> {
-    query(lake, sql).await
 }
