@@ -41,6 +41,9 @@ pub struct ProjectConfig {
     pub lake: LakeConfig,
     /// The event collector (`[collect]`).
     pub collect: CollectConfig,
+    /// The names of the `[destinations.NAME]` tables. Each destination type checks its own
+    /// table (`tideway_activate::config::destinations`), so only the names are kept here.
+    pub destinations: Vec<String>,
 }
 
 /// How timestamps of collected events are computed.
@@ -217,6 +220,8 @@ struct RawProject {
     lake: RawLake,
     #[serde(default)]
     collect: RawCollect,
+    #[serde(default)]
+    destinations: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Deserialize, Default)]
@@ -305,6 +310,7 @@ impl ProjectConfig {
                 name: raw.project.name,
                 lake,
                 collect,
+                destinations: raw.destinations.into_keys().collect(),
             })
         } else {
             Err(ConfigErrors(diags))
@@ -448,6 +454,88 @@ pub fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
     Ok(out)
 }
 
+/// Collects the problems of one configuration file, each with its line and column.
+#[derive(Debug)]
+pub struct Diags<'a> {
+    /// The file's contents.
+    pub text: &'a str,
+    /// The file, as the user named it.
+    pub file: &'a str,
+    /// The problems so far, in the order found.
+    pub list: Vec<Diagnostic>,
+}
+
+impl<'a> Diags<'a> {
+    /// No problems yet in `file`, whose contents are `text`.
+    pub fn new(text: &'a str, file: &'a str) -> Self {
+        Diags {
+            text,
+            file,
+            list: Vec::new(),
+        }
+    }
+
+    /// A problem at the byte range `span` of the text (or the whole file, for `None`).
+    pub fn at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let (line, column) = span.map_or((0, 0), |s| line_col(self.text, s.start));
+        self.list.push(Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// `${VAR}` replaced; a secret written in clear is an error.
+    pub fn secret(
+        &mut self,
+        key: &str,
+        value: &Spanned<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Secret {
+        if !value.get_ref().contains("${") {
+            self.at(
+                Some(value.span()),
+                format!(
+                    "`{key}` is a secret: read it from the environment, e.g. `{key} = \"${{{}}}\"`",
+                    key.to_ascii_uppercase()
+                ),
+            );
+        }
+        self.plain(value, env)
+            .map(Secret::new)
+            .unwrap_or_else(|| Secret::new(""))
+    }
+
+    /// `${VAR}` replaced; `None` (and a problem) if a variable is not set.
+    pub fn plain(
+        &mut self,
+        value: &Spanned<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        match interpolate(value.get_ref(), env) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.at(Some(value.span()), msg);
+                None
+            }
+        }
+    }
+
+    /// The errors of [`parse_collecting`], as problems.
+    pub fn extend(&mut self, errors: Vec<SpannedError>) {
+        errors.into_iter().for_each(|(span, m)| self.at(span, m));
+    }
+
+    /// `value` if there was no problem, else every problem.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(v) if self.list.is_empty() => Ok(v),
+            _ => Err(ConfigErrors(self.list)),
+        }
+    }
+}
+
 struct Source<'a> {
     text: &'a str,
     file: &'a str,
@@ -509,6 +597,35 @@ pub fn parse_collecting<T: DeserializeOwned>(text: &str) -> Result<T, Vec<Spanne
     }
     errors.sort_by_key(|(span, _)| span.as_ref().map_or(usize::MAX, |s| s.start));
     Err(errors)
+}
+
+/// `text` with every table and key-value blanked out (offsets and lines kept) but the table at
+/// `path` and the tables that lead to it, so that one part of a file can be deserialized on
+/// its own and its errors still point at the right line: `isolate(text, &["destinations",
+/// "crm"])` keeps only `[destinations.crm]`.
+pub fn isolate(text: &str, path: &[&str]) -> String {
+    let Ok(doc) = toml_edit::Document::parse(text.to_string()) else {
+        return text.to_string();
+    };
+    let mut spans = Vec::new();
+    let mut table = doc.as_table();
+    for want in path {
+        for (key, item) in table.iter() {
+            if key != *want {
+                let k = table.key(key).expect("a key listed by iter exists");
+                spans.extend(union(k.span(), extent_of(item)));
+            }
+        }
+        match table.get(want).and_then(toml_edit::Item::as_table) {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    let mut buf = text.to_string();
+    for span in spans {
+        blank(&mut buf, span);
+    }
+    buf
 }
 
 /// The extent of the smallest key-value or table in `table` that contains `offset`.

@@ -88,3 +88,27 @@ mod tests {
         );
     }
 }
+
+/// Parses `"15m"`, `"1h"`, `"2 hours"`, `"1d"`, `"30 minutes"`, `"hourly"`, `"daily"`.
+pub fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "hourly" => return Some(std::time::Duration::from_secs(3600)),
+        "daily" => return Some(std::time::Duration::from_secs(86_400)),
+        "weekly" => return Some(std::time::Duration::from_secs(7 * 86_400)),
+        _ => {}
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().ok().filter(|&n| n > 0)?;
+    let unit_secs = match unit.trim() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit_secs).map(std::time::Duration::from_secs)
+}
+

@@ -39,9 +39,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tideway_core::config::{
-    ConfigErrors, Diagnostic, Secret, interpolate, line_col, parse_collecting,
-};
+use tideway_core::config::{ConfigErrors, Diags, Secret, line_col, parse_collecting};
 use toml::Spanned;
 
 /// A parsed, checked source file.
@@ -345,59 +343,6 @@ fn yes() -> bool {
 /// The source types, for messages.
 pub const SOURCE_TYPES: &[&str] = &["kustomer", "rest"];
 
-pub(crate) struct Diags<'a> {
-    text: &'a str,
-    file: &'a str,
-    list: Vec<Diagnostic>,
-}
-
-impl Diags<'_> {
-    pub(crate) fn at(&mut self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) {
-        let (line, column) = span.map_or((0, 0), |s| line_col(self.text, s.start));
-        self.list.push(Diagnostic {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        });
-    }
-
-    /// `${VAR}` replaced; a secret written in clear is an error.
-    pub(crate) fn secret(
-        &mut self,
-        key: &str,
-        value: &Spanned<String>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Secret {
-        if !value.get_ref().contains("${") {
-            self.at(
-                Some(value.span()),
-                format!(
-                    "`{key}` is a secret: read it from the environment, e.g. `{key} = \"${{{}}}\"`",
-                    key.to_ascii_uppercase()
-                ),
-            );
-        }
-        self.plain(value, env)
-            .map(Secret::new)
-            .unwrap_or_else(|| Secret::new(""))
-    }
-
-    pub(crate) fn plain(
-        &mut self,
-        value: &Spanned<String>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Option<String> {
-        match interpolate(value.get_ref(), env) {
-            Ok(v) => Some(v),
-            Err(msg) => {
-                self.at(Some(value.span()), msg);
-                None
-            }
-        }
-    }
-}
-
 impl SourceConfig {
     /// Parses and checks the source file `file` (its name gives the source's name).
     pub fn parse(
@@ -409,11 +354,7 @@ impl SourceConfig {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        let mut diags = Diags {
-            text,
-            file,
-            list: Vec::new(),
-        };
+        let mut diags = Diags::new(text, file);
         let kind = match toml::from_str::<RawKind>(text) {
             Ok(k) => k.kind,
             Err(e) => {

@@ -33,11 +33,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tideway_core::config::Secret;
+use tideway_core::config::{Diags, Secret};
 
 use crate::config::{
-    Auth, Diags, Incremental, Method, Pagination, RawKustomer, Resource, RestSource,
-    WriteDisposition, parse_base_url, parse_duration,
+    Auth, Incremental, Method, Pagination, RawKustomer, Resource, RestSource, WriteDisposition,
+    parse_base_url, parse_duration,
 };
 
 /// Every built-in resource, in load order.

@@ -83,6 +83,44 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The reverse-ETL differ: a table's day-2 version against the state of day 1 (the shared
+    /// traits tables: ../shared/bench/data/SIZE/warehouse/traits).
+    SyncDiff {
+        /// The shared workload directory (`../shared/bench/data/<size>`), or use --day1/--day2.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, requires = "day2")]
+        day1: Option<PathBuf>,
+        #[arg(long)]
+        day2: Option<PathBuf>,
+        #[arg(long, default_value = "user_id")]
+        key: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The webhook destination through the delivery layer to a local receiver.
+    Deliver {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// A trivial JavaScript transformation on one core.
+    Transform {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+    /// Customer.io's fake at its real rate limit: the share of the budget used, and of 429s.
+    RateBudget {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100.0)]
+        rps: f64,
+    },
     /// Merge (upsert by key) changed rows into a large table.
     LakeMerge {
         #[arg(long, default_value_t = 10_000_000)]
@@ -139,6 +177,31 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         } => {
             let scratch = Scratch::new(dir)?;
             lake_append(scratch.path(), rows, columns, batch_rows, runs).await
+        }
+        BenchCommand::SyncDiff {
+            data,
+            day1,
+            day2,
+            key,
+            runs,
+            dir,
+        } => {
+            let scratch = Scratch::new(dir)?;
+            let (day1, day2) = match (data, day1, day2) {
+                (_, Some(a), Some(b)) => (a, b),
+                (Some(data), _, _) => crate::bench_sync::traits_paths(&data),
+                _ => anyhow::bail!("give --data DIR (a shared workload) or --day1 and --day2"),
+            };
+            crate::bench_sync::sync_diff(&day1, &day2, &key, runs, scratch.path()).await
+        }
+        BenchCommand::Deliver {
+            events,
+            batch_size,
+            concurrency,
+        } => crate::bench_sync::deliver(events, batch_size, concurrency).await,
+        BenchCommand::Transform { events } => crate::bench_sync::transform(events),
+        BenchCommand::RateBudget { seconds, rps } => {
+            crate::bench_sync::rate_budget(seconds, rps).await
         }
         BenchCommand::LakeMerge {
             table_rows,

@@ -185,6 +185,20 @@ Example:
         #[arg(long)]
         end: Option<String>,
     },
+    /// Reverse ETL: send the new and changed rows of a table or model to a destination, as
+    /// events (syncs/*.toml; destinations in tideway.toml).
+    #[command(
+        after_help = "A run hashes every row of the sync's source, compares it with what the destination last\naccepted (_tideway.sync_state), and sends only the added, changed and removed rows, through\nthe sync's transformations. The state moves only for rows the destination accepted; refused\nrows are retried on the next run, then dead-lettered.\n\nExample:\n  tideway sync plan lead_score_to_customerio\n  tideway sync run\n  tideway sync status"
+    )]
+    Sync {
+        #[command(subcommand)]
+        command: crate::sync::SyncCommand,
+    },
+    /// JavaScript transformations (transformations/*.js, RudderStack's transformEvent).
+    Transform {
+        #[command(subcommand)]
+        command: crate::sync::TransformCommand,
+    },
     /// Benchmarks on the shared workloads (results belong in BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -299,6 +313,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             crate::models::compile_command(&project, model.as_deref(), format).await
         }
+        Command::Sync { command } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::sync::command(&project, command).await
+        }
+        Command::Transform { command } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::sync::transform_command(&project, command)
+        }
         Command::Status { format } => {
             let project = Project::find(cli.project.as_deref())?;
             crate::models::status_command(&project, format).await
@@ -359,8 +381,13 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
         project.clone(),
         std::time::Duration::from_secs(30),
     ));
+    let syncs = tokio::spawn(crate::sync::schedule_loop(
+        project.clone(),
+        std::time::Duration::from_secs(5),
+    ));
     service.serve(listener, stop).await?;
     scheduler.abort();
+    syncs.abort();
     eprintln!("stopped: every received event is in the lake");
     Ok(())
 }

@@ -51,7 +51,7 @@ const LAST: &[&str] = &[
 pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
-    let bar = ProgressBar::new(10);
+    let bar = ProgressBar::new(11);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
@@ -62,10 +62,12 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         dir.join(MARKER),
         "a project made by `tideway demo`; safe to delete\n",
     )?;
+    let (customerio, hook) = crate::demo_sync::start().await?;
     std::fs::write(
         dir.join("tideway.toml"),
         crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo")
-            + crate::demo_traffic::COLLECT_TOML,
+            + crate::demo_traffic::COLLECT_TOML
+            + &crate::demo_sync::destinations_toml(&customerio, &hook),
     )?;
     let project = Project::open(dir)?;
     let lake = project.lake().await?;
@@ -182,6 +184,10 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         )
         .await?;
     bar.inc(1);
+
+    bar.set_message("syncs: the lead score to Customer.io, changed accounts to Salesforce");
+    let synced = crate::demo_sync::run(&project, &lake, &customerio, &hook).await?;
+    bar.inc(1);
     bar.finish_and_clear();
 
     println!(
@@ -258,6 +264,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     if let SqlOutput::Rows(rows) = leads {
         output::print_rows(&rows)?;
     }
+    crate::demo_sync::print(&synced);
     println!(
         "Where the health score comes from (tideway lineage marts.customer_health.health_score --upstream):"
     );

@@ -73,6 +73,10 @@ pub const MODELS: &[(&str, &str)] = &[
         "models/marts/daily_activity.sql",
         include_str!("demo_models/marts/daily_activity.sql"),
     ),
+    (
+        "models/marts/customerio_leads.sql",
+        include_str!("demo_models/marts/customerio_leads.sql"),
+    ),
 ];
 
 /// The instant the sample data ends: the models' "today" (they say `timestamp '2025-06-01'`).
@@ -94,6 +98,25 @@ pub async fn run(project: &Project, lake: &Lake, customers: usize) -> Result<Vec
     }
     let options = RunOptions {
         now: chrono::DateTime::from_timestamp_micros(END_MICROS).expect("a valid instant"),
+        ..RunOptions::default()
+    };
+    let runs = tideway_models::run::run(lake, &compiled, &options, |_| {}).await?;
+    if let Some(failed) = runs.iter().find(|r| r.error.is_some()) {
+        bail!(
+            "the demo model {} failed: {}",
+            failed.model,
+            failed.error.clone().unwrap_or_default()
+        );
+    }
+    Ok(runs)
+}
+
+/// Compiles the project and runs the models `selectors` pick (after the demo changed a source).
+pub async fn rebuild(project: &Project, lake: &Lake, selectors: &[&str]) -> Result<Vec<ModelRun>> {
+    let (compiled, _) = crate::models::compile_project(project).await?;
+    let options = RunOptions {
+        now: chrono::DateTime::from_timestamp_micros(END_MICROS).expect("a valid instant"),
+        select: selectors.iter().map(|s| s.to_string()).collect(),
         ..RunOptions::default()
     };
     let runs = tideway_models::run::run(lake, &compiled, &options, |_| {}).await?;

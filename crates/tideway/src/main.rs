@@ -3,16 +3,19 @@
 
 mod bench;
 mod bench_collect;
+mod bench_sync;
 mod cli;
 mod demo;
 mod demo_extract;
 mod demo_models;
+mod demo_sync;
 mod demo_traffic;
 mod extract;
 mod models;
 mod output;
 mod project;
 mod scaffold;
+mod sync;
 
 use std::process::ExitCode;
 

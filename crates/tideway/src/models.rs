@@ -371,6 +371,7 @@ pub async fn compile_command(
     format: CompileFormat,
 ) -> Result<()> {
     let (compiled, elapsed) = compile_project(project).await?;
+    let sync_problems = crate::sync::check_syncs(project, &compiled).await?;
     if let Some(name) = model
         && compiled.models.find(name).is_none()
     {
@@ -447,11 +448,17 @@ pub async fn compile_command(
             );
         }
     }
+    for d in &sync_problems {
+        eprintln!("error[sync]: {d}\n");
+    }
     if !compiled.is_ok() {
         bail!(
             "the models have {} error(s); nothing was run",
             compiled.diagnostics.len()
         );
+    }
+    if !sync_problems.is_empty() {
+        bail!("the sync files have {} error(s)", sync_problems.len());
     }
     Ok(())
 }

@@ -31,6 +31,12 @@ location = ".tideway/lake"
 # write_key = "wk_web_change_me"          # browser keys are public anyway
 # [collect.sources.backend]
 # write_key = "${BACKEND_WRITE_KEY}"
+
+# Destinations that syncs (syncs/*.toml) send to, by name.
+# [destinations.crm]
+# type = "webhook"                        # or customerio
+# url = "https://hooks.example.com/tideway"
+# secret = "${CRM_WEBHOOK_SECRET}"        # signs each body: X-Tideway-Signature: sha256=<hmac>
 "#;
 
 const FILES: &[(&str, &str)] = &[
@@ -89,13 +95,20 @@ GROUP BY c.id
     ),
     (
         "syncs/health_to_crm.toml.example",
-        r#"# A reverse-ETL sync: new and changed rows of a model become events.
-# Rename to health_to_crm.toml to enable.
-# model = "marts.customer_health"
-# key = "customer_id"
-# event = "identify"
-# destination = "crm"
-# schedule = { interval = "1h" }
+        r#"# A reverse-ETL sync: the new and changed rows of a table or model become events.
+# Rename to health_to_crm.toml to enable; `tideway sync plan health_to_crm` shows what it sends.
+source = "marts.customer_health"      # a lake table or a model's table
+key = "customer_id"                   # one row per key (or a list of columns)
+destination = "crm"                   # a [destinations.NAME] in tideway.toml
+type = "identify"                     # identify | track (with event = "...") | group
+transformations = ["example"]         # transformations/example.js, run in order
+backfill = "all"                      # first run: all | skip_existing | since:2025-01-01T00:00:00Z
+on_delete = "ignore"                  # ignore | delete | clear_fields | event:<name>
+
+[mapping]
+include = ["health_score", "health_bucket", "lifetime_value"]
+rename = { health_score = "health.score", lifetime_value = "ltv" }
+constants = { source = "tideway" }
 "#,
     ),
     (
@@ -155,5 +168,43 @@ mod tests {
         let config =
             tideway_core::config::ProjectConfig::parse(&text, "tideway.toml", &|_| None).unwrap();
         assert_eq!(config.name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_example_sync_and_destination_parse_once_enabled() {
+        let toml = PROJECT_TOML
+            .replace("{name}", "x")
+            .replace("# [destinations", "[destinations");
+        let toml = toml
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(kv)
+                    if ["type =", "url =", "secret ="]
+                        .iter()
+                        .any(|k| kv.starts_with(k)) =>
+                {
+                    kv
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let env = |v: &str| (v == "CRM_WEBHOOK_SECRET").then(|| "s".to_string());
+        let destinations =
+            tideway_activate::config::destinations(&toml, "tideway.toml", &env).unwrap();
+        assert!(destinations.contains_key("crm"));
+        let sync = FILES
+            .iter()
+            .find(|(p, _)| p.starts_with("syncs/"))
+            .unwrap()
+            .1;
+        let config = tideway_activate::SyncConfig::parse(
+            sync,
+            "syncs/health_to_crm.toml",
+            &["crm".to_string()],
+            &["example".to_string()],
+        )
+        .unwrap();
+        assert_eq!(config.key, vec!["customer_id".to_string()]);
     }
 }

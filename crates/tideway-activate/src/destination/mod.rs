@@ -1,0 +1,244 @@
+//! Destinations: where events go.
+//!
+//! A destination is one folder under `destination/` with a config half (a serde struct with
+//! `deny_unknown_fields`, read from `[destinations.NAME]` in `tideway.toml`) and a runtime half
+//! (one [`Destination`] implementation), plus one line in [`registry`]. Batching, rate
+//! limiting, retries, splitting refused batches and metrics live once, in
+//! [`crate::delivery`]; a destination only turns a batch into requests and each answer into
+//! one [`Outcome`] per event, in order.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tideway_core::{Fault, Faulty};
+
+pub mod customerio;
+pub mod http;
+pub mod hubspot;
+pub mod salesforce;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use tideway_core::config::Diags;
+use toml::Spanned;
+
+/// Every destination type, for messages. Adding a destination: a folder here, a variant of
+/// [`DestinationConfig`], and one line in each match below.
+pub const DESTINATION_TYPES: &[&str] = &["customerio", "hubspot", "salesforce", "webhook"];
+
+/// A checked `[destinations.NAME]` table, by type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationConfig {
+    CustomerIo(customerio::CustomerIoConfig),
+    HubSpot(hubspot::HubSpotConfig),
+    Salesforce(salesforce::SalesforceConfig),
+    Webhook(webhook::WebhookConfig),
+}
+
+impl DestinationConfig {
+    /// Checks the table `[destinations.NAME]` of `only` (a text where everything else is
+    /// blanked) for the type `kind`, reporting problems into `diags`.
+    pub fn parse(
+        name: &str,
+        kind: &Spanned<String>,
+        only: &str,
+        diags: &mut Diags<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<DestinationConfig> {
+        match kind.get_ref().as_str() {
+            "customerio" => {
+                customerio::CustomerIoConfig::parse(name, only, diags, env).map(Self::CustomerIo)
+            }
+            "hubspot" => hubspot::HubSpotConfig::parse(name, only, diags, env).map(Self::HubSpot),
+            "salesforce" => {
+                salesforce::SalesforceConfig::parse(name, only, diags, env).map(Self::Salesforce)
+            }
+            "webhook" => webhook::WebhookConfig::parse(name, only, diags, env).map(Self::Webhook),
+            other => {
+                let hint = tideway_lake::closest(
+                    other,
+                    &DESTINATION_TYPES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+                diags.at(
+                    Some(kind.span()),
+                    format!(
+                        "unknown destination type `{other}`; {hint}known types: {}",
+                        DESTINATION_TYPES.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The destination `name` of this configuration.
+    pub fn build(&self, name: &str) -> Arc<dyn Destination> {
+        match self {
+            DestinationConfig::CustomerIo(c) => Arc::new(customerio::build(name, c.clone())),
+            DestinationConfig::HubSpot(c) => Arc::new(hubspot::build(name, c.clone())),
+            DestinationConfig::Salesforce(c) => Arc::new(salesforce::build(name, c.clone())),
+            DestinationConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c.clone())),
+        }
+    }
+}
+
+/// What a sync row or a live event asks of a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Create or update (identify, track, group, an object upsert).
+    Upsert,
+    /// The row is gone from the source and the sync's `on_delete = "delete"` says to delete it.
+    Delete,
+}
+
+/// One event on its way to a destination: a Segment-shaped message (`type`, `userId`,
+/// `traits` / `properties`, `messageId`, `timestamp`, `context`, `integrations`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundEvent {
+    /// What identifies the event's origin in logs and outcomes: a sync row's key, or the log
+    /// offset of a live event.
+    pub origin: String,
+    pub op: Op,
+    pub event: Value,
+}
+
+impl OutboundEvent {
+    /// The message's `type` (`identify`, `track`, `group`, ...), or `""`.
+    pub fn kind(&self) -> &str {
+        self.event.get("type").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// `userId`, else `anonymousId`, as text (numbers are written out), if present.
+    pub fn user_id(&self) -> Option<String> {
+        ["userId", "anonymousId"]
+            .iter()
+            .find_map(|k| self.event.get(*k).and_then(id_text))
+    }
+
+    /// A field of the event as an id (a string, or a number written out).
+    pub fn id_field(&self, name: &str) -> Option<String> {
+        self.event.get(name).and_then(id_text)
+    }
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Why a destination did not take an event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// The HTTP status (or protocol code) the destination answered with, if any.
+    pub status: Option<u16>,
+    /// What the destination said, or what went wrong reaching it; never contains a secret.
+    pub message: String,
+    /// Who is at fault: the data or configuration (User), the destination (External).
+    pub fault: Fault,
+}
+
+impl DeliveryError {
+    /// The destination refused the data: fix the data or the mapping.
+    pub fn refused(status: Option<u16>, message: impl Into<String>) -> Self {
+        DeliveryError {
+            status,
+            message: message.into(),
+            fault: Fault::User,
+        }
+    }
+
+    /// The destination or the network failed: retrying may help.
+    pub fn external(status: Option<u16>, message: impl Into<String>) -> Self {
+        DeliveryError {
+            status,
+            message: message.into(),
+            fault: Fault::External,
+        }
+    }
+}
+
+impl Faulty for DeliveryError {
+    fn fault(&self) -> Fault {
+        self.fault
+    }
+}
+
+/// The fate of one event in one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The destination accepted it.
+    Delivered,
+    /// It may succeed later (rate limit, outage, timeout); `after` is the destination's
+    /// `Retry-After` when it gave one.
+    Retry {
+        after: Option<Duration>,
+        error: DeliveryError,
+    },
+    /// The destination refused it; retrying the same data will not help.
+    Rejected(DeliveryError),
+}
+
+impl Outcome {
+    /// The same outcome for each of `n` events.
+    pub fn all(self, n: usize) -> Vec<Outcome> {
+        vec![self; n]
+    }
+}
+
+/// How a destination wants its traffic shaped. The delivery layer enforces these.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLimits {
+    /// Events per call.
+    pub max_events: usize,
+    /// Bytes of serialized events per call.
+    pub max_bytes: usize,
+    /// Calls per second allowed for the destination's account (shared by every sync using
+    /// it); `None` for no limit.
+    pub requests_per_second: Option<f64>,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_events: 100,
+            max_bytes: 512 * 1024,
+            requests_per_second: None,
+            concurrency: 4,
+        }
+    }
+}
+
+/// A place events are delivered to. See the module docs.
+#[async_trait]
+pub trait Destination: Send + Sync + fmt::Debug {
+    /// The destination's name in `tideway.toml` (`[destinations.NAME]`).
+    fn name(&self) -> &str;
+    /// The destination type (`webhook`, `customerio`, ...).
+    fn kind(&self) -> &'static str;
+    /// Checks the credentials and the address with a request that mimics a real write but
+    /// changes nothing (or as little as the API allows).
+    async fn healthcheck(&self) -> Result<(), DeliveryError>;
+    /// Delivers `batch` (at most [`BatchLimits::max_events`] events) and answers one outcome
+    /// per event, in order.
+    async fn deliver(&self, batch: &[OutboundEvent]) -> Vec<Outcome>;
+    /// How traffic to this destination must be shaped.
+    fn limits(&self) -> BatchLimits;
+    /// The last requests made, secrets redacted, newest last.
+    fn inspect(&self) -> Vec<http::Exchange> {
+        Vec::new()
+    }
+}

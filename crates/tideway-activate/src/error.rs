@@ -1,0 +1,61 @@
+//! The crate's error type.
+
+use tideway_core::config::ConfigErrors;
+use tideway_core::{Fault, Faulty};
+
+/// Everything that can stop a sync or a transformation from running.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// A sync file or a destination table is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// No sync of that name.
+    #[error("unknown sync `{name}`; {known}")]
+    UnknownSync { name: String, known: String },
+    /// The source table is missing or lacks a column the sync names.
+    #[error("sync `{sync}`: {message}")]
+    Source { sync: String, message: String },
+    /// A file could not be read.
+    #[error("cannot read `{path}`")]
+    Io {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// A transformation does not load (syntax error, unknown import).
+    #[error(transparent)]
+    Transform(#[from] crate::transform::TransformError),
+    /// The destination refused the credentials or cannot be reached.
+    #[error("destination `{destination}`: {message}")]
+    Destination {
+        destination: String,
+        message: String,
+    },
+    /// The lake failed.
+    #[error(transparent)]
+    Lake(#[from] tideway_lake::LakeError),
+    /// A query over the lake failed.
+    #[error(transparent)]
+    Query(#[from] deltalake::datafusion::error::DataFusionError),
+    /// An invariant of Tideway's own broke.
+    #[error("internal error (likely a bug in Tideway, please report it): {0}")]
+    Internal(String),
+}
+
+impl Faulty for ActivateError {
+    fn fault(&self) -> Fault {
+        match self {
+            ActivateError::Config(_)
+            | ActivateError::UnknownSync { .. }
+            | ActivateError::Source { .. }
+            | ActivateError::Transform(_) => Fault::User,
+            ActivateError::Io { .. } | ActivateError::Destination { .. } => Fault::External,
+            ActivateError::Lake(e) => e.fault(),
+            ActivateError::Query(_) => Fault::External,
+            ActivateError::Internal(_) => Fault::Internal,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = ActivateError> = std::result::Result<T, E>;

@@ -1,0 +1,134 @@
+//! Activation: data in the lake sent to the tools people work in.
+//!
+//! - [`config`]: sync files (`syncs/*.toml`) and the `[destinations.NAME]` tables of
+//!   `tideway.toml`, every problem reported at once with its line.
+//! - [`diff`]: which rows are new, changed or gone since the destination last accepted them
+//!   (a 128-bit hash per row, full-joined in DataFusion with the sync's state).
+//! - [`transform`]: RudderStack-compatible JavaScript transformations on an embedded engine.
+//! - [`delivery`]: batching, rate limits shared per destination, retries, splitting refused
+//!   batches, per-event outcomes; one loop for every destination.
+//! - [`destination`]: the [`destination::Destination`] trait and one folder per destination.
+//! - [`run`]: a sync run, committing the state only for rows the destination accepted.
+//! - [`state`]: the `_tideway.sync_state`, `sync_log` and `sync_runs` tables.
+//!
+//! ```no_run
+//! # async fn demo(lake: tideway_lake::Lake) -> Result<(), tideway_activate::ActivateError> {
+//! let project = tideway_activate::Project::load(std::path::Path::new("."), &|v| std::env::var(v).ok())?;
+//! let job = project.job("lead_score_to_customerio")?;
+//! let report = job.run(&lake, &Default::default(), &|_| {}).await?;
+//! println!("{} delivered, {} refused", report.counts.delivered, report.counts.rejected);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod delivery;
+pub mod destination;
+pub mod diff;
+pub mod error;
+pub mod fake;
+pub mod run;
+pub mod schedule;
+pub mod state;
+pub mod transform;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use config::SyncConfig;
+pub use destination::{Destination, DestinationConfig};
+pub use error::{ActivateError, Result};
+pub use run::{Progress, RunOptions, RunReport, SyncJob};
+
+/// The activation side of a project: its destinations, transformations and syncs.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    pub scripts: Vec<transform::Source>,
+    pub syncs: Vec<SyncConfig>,
+}
+
+impl Project {
+    /// Reads `tideway.toml`'s destinations, `transformations/*.js` and `syncs/*.toml` of the
+    /// project in `dir`. Every problem of every file is reported together.
+    pub fn load(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Project> {
+        let file = dir.join("tideway.toml");
+        let text = config::read(&file)?;
+        let destinations = config::destinations(&text, &file.display().to_string(), env);
+        let scripts = config::files(&dir.join("transformations"), "js")?
+            .into_iter()
+            .map(|path| {
+                Ok(transform::Source {
+                    name: path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    text: config::read(&path)?,
+                    file: path
+                        .strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
+        let destination_names: Vec<String> = match &destinations {
+            Ok(d) => d.keys().cloned().collect(),
+            Err(_) => tideway_core_destination_names(&text),
+        };
+        let syncs = config::load_syncs(&dir.join("syncs"), &destination_names, &names);
+        match (destinations, syncs) {
+            (Ok(destinations), Ok(syncs)) => Ok(Project {
+                dir: dir.to_path_buf(),
+                destinations,
+                scripts,
+                syncs,
+            }),
+            (Err(mut a), Err(ActivateError::Config(b))) => {
+                a.0.extend(b.0);
+                Err(a.into())
+            }
+            (Err(a), _) => Err(a.into()),
+            (_, Err(b)) => Err(b),
+        }
+    }
+
+    /// The sync `name`, ready to run.
+    pub fn job(&self, name: &str) -> Result<SyncJob> {
+        let Some(config) = self.syncs.iter().find(|s| s.name == name) else {
+            let names: Vec<String> = self.syncs.iter().map(|s| s.name.clone()).collect();
+            let hint = tideway_lake::closest(name, &names)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            return Err(ActivateError::UnknownSync {
+                name: name.to_string(),
+                known: if names.is_empty() {
+                    "there is no sync: add a file to syncs/".to_string()
+                } else {
+                    format!("{hint}syncs: {}", names.join(", "))
+                },
+            });
+        };
+        let destination = self.destinations[&config.destination].build(&config.destination);
+        SyncJob::new(
+            config.clone(),
+            destination,
+            &self.scripts,
+            Default::default(),
+        )
+    }
+}
+
+/// The destination names written in `text`, for checking sync files when a destination
+/// table itself has problems (those are reported separately).
+fn tideway_core_destination_names(text: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        #[serde(default)]
+        destinations: BTreeMap<String, toml::Value>,
+    }
+    toml::from_str::<Names>(text)
+        .map(|n| n.destinations.into_keys().collect())
+        .unwrap_or_default()
+}

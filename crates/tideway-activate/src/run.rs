@@ -1,0 +1,1171 @@
+//! A sync run: diff, build events, transform, deliver, commit what was accepted.
+//!
+//! The diff (see [`crate::diff`]) streams; rows are taken in chunks (`chunk_rows`), and each
+//! chunk is turned into events, transformed, delivered, and committed before the next one is
+//! read: the log rows, then the state under the Delta transaction `sync:<name>`. The state
+//! moves only for rows whose every event the destination accepted (or that a transformation
+//! dropped); a refused row keeps its last accepted version, so the next run sends its latest
+//! values again, until `dead_letter_after` runs have refused it. A crash at any point, then a
+//! rerun, re-sends at most the chunk in flight and loses nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::DataType;
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+use tideway_lake::{Executed, Lake, SqlOutput, TableName, Txn};
+
+use crate::config::{Backfill, EventType, Field, OnDelete, SyncConfig};
+use crate::delivery::{Delivery, RetryPolicy};
+use crate::destination::{Destination, Op, OutboundEvent, Outcome};
+use crate::diff::{self, col};
+use crate::state::{self, DeadRow, LogRow, RunCounts, StateRow};
+use crate::transform::{Limits, Source, Transformation};
+use crate::{ActivateError, Result};
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Classify and transform, deliver nothing, commit nothing (`tideway sync plan`).
+    pub dry_run: bool,
+    /// Sample payloads kept (after transformation) for the report.
+    pub samples: usize,
+    /// Rows delivered and committed together.
+    pub chunk_rows: usize,
+    pub retry: RetryPolicy,
+    pub limits: Limits,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            dry_run: false,
+            samples: 20,
+            chunk_rows: 10_000,
+            retry: RetryPolicy::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunReport {
+    pub sync: String,
+    pub run: i64,
+    pub source: String,
+    pub destination: String,
+    pub dry_run: bool,
+    pub counts: RunCounts,
+    /// Events after transformation, for the first rows.
+    pub samples: Vec<Value>,
+    /// Rows refused or invalid: (key, message), the first few.
+    pub problems: Vec<(String, String)>,
+    /// Events that go (or would go) to the destination, and the calls that takes.
+    pub events: u64,
+    pub calls: u64,
+    /// At the destination's rate budget, how long the calls take, in seconds.
+    pub eta_seconds: Option<f64>,
+    pub elapsed_ms: u64,
+}
+
+/// What a progress callback sees.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub rows: u64,
+    pub delivered: u64,
+}
+
+/// One changed row, as the diff gave it.
+#[derive(Debug, Clone)]
+struct DiffRow {
+    key: Option<String>,
+    hash: Option<Vec<u8>>,
+    /// The source row's read columns; `None` when the row is gone.
+    values: Option<Map<String, Value>>,
+    old_hash: Option<Vec<u8>>,
+    old_key: Option<String>,
+    old_payload: Option<String>,
+    attempts: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Added,
+    Changed,
+    Removed,
+    /// A never-accepted row that left the source: its pending retry is dropped.
+    Forgotten,
+}
+
+impl Change {
+    fn label(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Changed => "changed",
+            Change::Removed => "removed",
+            Change::Forgotten => "forgotten",
+        }
+    }
+}
+
+/// A sync ready to run: its config, destination and transformations.
+pub struct SyncJob {
+    pub config: SyncConfig,
+    destination: Arc<dyn Destination>,
+    transforms: Arc<Mutex<Vec<(String, Transformation)>>>,
+}
+
+impl std::fmt::Debug for SyncJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncJob")
+            .field("config", &self.config.name)
+            .field("destination", &self.destination.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything about the rows of one run that does not change per row.
+struct Plan {
+    read: Vec<String>,
+    fields: Vec<Field>,
+    seed: u64,
+    run: i64,
+    first_run: bool,
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+impl SyncJob {
+    /// `config` sending to `destination`, through the transformations it names (loaded from
+    /// `scripts`, the files of `transformations/`).
+    pub fn new(
+        config: SyncConfig,
+        destination: Arc<dyn Destination>,
+        scripts: &[Source],
+        limits: Limits,
+    ) -> Result<SyncJob> {
+        let mut transforms = Vec::new();
+        for name in &config.transformations {
+            let main = scripts.iter().find(|s| &s.name == name).ok_or_else(|| {
+                ActivateError::Internal(format!(
+                    "transformation `{name}` was checked but is missing"
+                ))
+            })?;
+            let libraries: Vec<Source> = scripts
+                .iter()
+                .filter(|s| &s.name != name)
+                .cloned()
+                .collect();
+            transforms.push((
+                name.clone(),
+                Transformation::load(main, &libraries, limits.clone())?,
+            ));
+        }
+        Ok(SyncJob {
+            config,
+            destination,
+            transforms: Arc::new(Mutex::new(transforms)),
+        })
+    }
+
+    pub fn destination(&self) -> &Arc<dyn Destination> {
+        &self.destination
+    }
+
+    /// Runs the sync once (or plans it, with `options.dry_run`).
+    pub async fn run(
+        &self,
+        lake: &Lake,
+        options: &RunOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<RunReport> {
+        let started = chrono::Utc::now();
+        let clock = Instant::now();
+        let after_version = match &self.config.schedule {
+            crate::schedule::Schedule::After(table) => table_version(lake, table).await?,
+            _ => None,
+        };
+        let plan = self.plan(lake, started).await?;
+        let sync = &self.config;
+        let mut report = RunReport {
+            sync: sync.name.clone(),
+            run: plan.run,
+            source: sync.source.clone(),
+            destination: sync.destination.clone(),
+            dry_run: options.dry_run,
+            ..Default::default()
+        };
+        let result = self
+            .run_chunks(lake, options, &plan, &mut report, progress)
+            .await;
+        report.elapsed_ms = clock.elapsed().as_millis() as u64;
+        let limits = self.destination.limits();
+        report.eta_seconds = limits
+            .requests_per_second
+            .map(|rps| report.calls as f64 / rps);
+        if !options.dry_run {
+            let error = result.as_ref().err().map(|e| format!("{e:#}"));
+            let batch = state::runs_batch(
+                &sync.name,
+                plan.run,
+                started,
+                &report.counts,
+                error.as_deref(),
+                after_version,
+            );
+            lake.append(&state::table(state::RUNS), vec![batch]).await?;
+        }
+        result.map(|()| report)
+    }
+
+    async fn plan(&self, lake: &Lake, started: chrono::DateTime<chrono::Utc>) -> Result<Plan> {
+        let sync = &self.config;
+        let source: TableName = sync.source.parse()?;
+        if lake.load(&source).await?.is_none() {
+            return Err(ActivateError::Source {
+                sync: sync.name.clone(),
+                message: format!(
+                    "the source table `{}` does not exist; if it is a model, build it first (`tideway run {}`)",
+                    sync.source, sync.source
+                ),
+            });
+        }
+        let schema = lake.schema(&source).await?;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let problems = sync.check_columns(&columns);
+        if !problems.is_empty() {
+            return Err(tideway_core::config::ConfigErrors(problems).into());
+        }
+        let mapped = sync.mapped_columns(&columns);
+        let fields = sync.fields(&mapped);
+        let mut needed: Vec<&String> = mapped.iter().chain(&sync.key).collect();
+        needed.extend(
+            [
+                &sync.user_id,
+                &sync.anonymous_id,
+                &sync.group_id,
+                &sync.time_column,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        let read: Vec<String> = columns
+            .iter()
+            .filter(|c| needed.contains(c))
+            .cloned()
+            .collect();
+        let fingerprint = json!({
+            "type": sync.event.name(),
+            "event": match &sync.event { EventType::Track { event } => Some(event), _ => None },
+            "fields": fields.iter().map(|f| (&f.column, &f.path)).collect::<Vec<_>>(),
+            "constants": &sync.constants,
+            "ids": [&sync.user_id, &sync.anonymous_id, &sync.group_id],
+        });
+        let seed = xxhash_rust::xxh3::xxh3_64(fingerprint.to_string().as_bytes()) >> 1;
+        let state_table = state::table(state::STATE);
+        let first_run = lake
+            .txn_version(&state_table, &state::txn_app(&sync.name))
+            .await?
+            .is_none();
+        let run = match lake.load(&state::table(state::RUNS)).await? {
+            None => 1,
+            Some(_) => {
+                let sql = format!(
+                    "SELECT max(run) FROM _tideway.{} WHERE sync = {}",
+                    state::RUNS,
+                    diff::literal(&sync.name)
+                );
+                scalar_i64(lake, &sql).await?.unwrap_or(0) + 1
+            }
+        };
+        Ok(Plan {
+            read,
+            fields,
+            seed: seed as u64,
+            run,
+            first_run,
+            started,
+        })
+    }
+
+    async fn run_chunks(
+        &self,
+        lake: &Lake,
+        options: &RunOptions,
+        plan: &Plan,
+        report: &mut RunReport,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<()> {
+        let sync = &self.config;
+        lake.session().register_udf(diff::row_hash_udf());
+        let duplicates = self.duplicates(lake).await?;
+        let state_table = state::table(state::STATE);
+        let has_state = lake.load(&state_table).await?.is_some();
+        let sql = diff::diff_sql(
+            &sync.name,
+            &sync.source,
+            &sync.key,
+            &plan.read,
+            plan.seed,
+            has_state.then_some("_tideway.sync_state"),
+        );
+        let Executed::Query(df) = lake.execute(&sql).await? else {
+            return Err(ActivateError::Internal("the diff is a query".into()));
+        };
+        let mut stream = df.execute_stream().await?;
+        let delivery = Delivery::new(self.destination.clone(), options.retry);
+        let mut chunk: Vec<DiffRow> = Vec::new();
+        let mut seen = Progress::default();
+        let mut more = true;
+        while more {
+            match stream.next().await {
+                Some(batch) => chunk.extend(diff_rows(&batch?, &plan.read)?),
+                None => more = false,
+            }
+            if chunk.len() >= options.chunk_rows || (!more && !chunk.is_empty()) {
+                let rows = std::mem::take(&mut chunk);
+                seen.rows += rows.len() as u64;
+                self.chunk(
+                    lake,
+                    options,
+                    plan,
+                    &duplicates,
+                    &delivery,
+                    rows,
+                    report,
+                    &mut seen,
+                    progress,
+                )
+                .await?;
+                progress(seen);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys held by more than one row.
+    async fn duplicates(&self, lake: &Lake) -> Result<HashMap<String, i64>> {
+        const LIMIT: usize = 100_000;
+        let sql = diff::duplicates_sql(&self.config.source, &self.config.key, LIMIT + 1);
+        let SqlOutput::Rows(rows) = lake.sql(&sql).await? else {
+            return Ok(HashMap::new());
+        };
+        let mut out = HashMap::new();
+        for batch in &rows.batches {
+            let keys = strings(batch, "k")?;
+            let counts = batch.column_by_name("n").map(|c| {
+                c.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                    .clone()
+            });
+            for (i, k) in keys.into_iter().enumerate() {
+                if let (Some(k), Some(n)) = (k, counts.as_ref()) {
+                    out.insert(k, n.value(i));
+                }
+            }
+        }
+        if out.len() > LIMIT {
+            return Err(ActivateError::Source {
+                sync: self.config.name.clone(),
+                message: format!(
+                    "more than {LIMIT} values of the key ({}) are held by several rows: the key is not unique; pick the column(s) that identify a row",
+                    self.config.key.join(", ")
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn chunk(
+        &self,
+        lake: &Lake,
+        options: &RunOptions,
+        plan: &Plan,
+        duplicates: &HashMap<String, i64>,
+        delivery: &Delivery,
+        rows: Vec<DiffRow>,
+        report: &mut RunReport,
+        seen: &mut Progress,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<()> {
+        let sync = &self.config;
+        let mut logs: Vec<LogRow> = Vec::new();
+        let mut states: Vec<StateRow> = Vec::new();
+        let mut dead: Vec<DeadRow> = Vec::new();
+        // Rows that produce events: (row index, change, event, metadata).
+        let mut outgoing: Vec<(usize, Change, Value, Value)> = Vec::new();
+        let counts = &mut report.counts;
+        for (i, row) in rows.iter().enumerate() {
+            let change = match (&row.values, &row.old_key, &row.old_hash) {
+                (Some(_), _, None) => Change::Added,
+                (Some(_), _, Some(_)) => Change::Changed,
+                (None, Some(_), Some(_)) => Change::Removed,
+                (None, Some(_), None) => Change::Forgotten,
+                (None, None, _) => continue,
+            };
+            if let (Some(_), None) = (&row.values, &row.key) {
+                counts.invalid += 1;
+                let message = format!("the key ({}) is null", sync.key.join(", "));
+                push_problem(&mut report.problems, "(null)", &message);
+                logs.push(log(None, "invalid", "invalid", Some(message), 0, 0, None));
+                continue;
+            }
+            let key = row
+                .key
+                .clone()
+                .or_else(|| row.old_key.clone())
+                .unwrap_or_default();
+            if row.values.is_some()
+                && let Some(n) = duplicates.get(&key)
+            {
+                counts.invalid += 1;
+                let message = format!(
+                    "duplicate key `{}`: {n} rows have it; none of them is sent",
+                    diff::display_key(&key)
+                );
+                push_problem(&mut report.problems, &key, &message);
+                logs.push(log(
+                    Some(&key),
+                    "invalid",
+                    "invalid",
+                    Some(message),
+                    0,
+                    0,
+                    None,
+                ));
+                continue;
+            }
+            match change {
+                Change::Added => counts.added += 1,
+                Change::Changed => counts.changed += 1,
+                Change::Removed => counts.removed += 1,
+                Change::Forgotten => counts.forgotten += 1,
+            }
+            if change == Change::Forgotten {
+                states.push(StateRow {
+                    key: key.clone(),
+                    hash: None,
+                    payload: None,
+                    dead_hash: None,
+                    status: "forgotten",
+                    attempts: 0,
+                    message: None,
+                    delete: true,
+                });
+                continue;
+            }
+            if change == Change::Added && plan.first_run && self.skipped_by_backfill(row) {
+                counts.skipped += 1;
+                states.push(accepted(&key, row));
+                logs.push(log(Some(&key), "added", "skipped", None, 0, 0, None));
+                continue;
+            }
+            match self.event(plan, &key, change, row) {
+                Ok(Some(event)) => {
+                    let metadata = self.metadata(plan, &key, change, row, &event);
+                    outgoing.push((i, change, event, metadata));
+                }
+                Ok(None) => {
+                    // on_delete = ignore: forget the row, send nothing.
+                    states.push(StateRow {
+                        delete: true,
+                        ..accepted(&key, row)
+                    });
+                    logs.push(log(Some(&key), change.label(), "skipped", None, 0, 0, None));
+                }
+                Err(message) => {
+                    counts.invalid += 1;
+                    push_problem(&mut report.problems, &key, &message);
+                    logs.push(log(
+                        Some(&key),
+                        change.label(),
+                        "invalid",
+                        Some(message),
+                        0,
+                        0,
+                        None,
+                    ));
+                }
+            }
+        }
+        // Transformations, off the async threads.
+        let inputs: Vec<(Value, Value)> = outgoing
+            .iter()
+            .map(|(_, _, e, m)| (e.clone(), m.clone()))
+            .collect();
+        let transformed = self.transform(inputs).await?;
+        // One entry per outgoing row: its events, or why the transformation failed.
+        let mut events: Vec<OutboundEvent> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        let mut row_error: Vec<Option<String>> = vec![None; outgoing.len()];
+        for (n, ((i, change, _, _), result)) in outgoing.iter().zip(transformed).enumerate() {
+            let key = rows[*i]
+                .key
+                .clone()
+                .or_else(|| rows[*i].old_key.clone())
+                .unwrap_or_default();
+            match result {
+                Ok(out) => {
+                    for e in out {
+                        if report.samples.len() < options.samples {
+                            report.samples.push(e.clone());
+                        }
+                        events.push(OutboundEvent {
+                            origin: key.clone(),
+                            op: if *change == Change::Removed && sync.on_delete == OnDelete::Delete
+                            {
+                                Op::Delete
+                            } else {
+                                Op::Upsert
+                            },
+                            event: e,
+                        });
+                        owner.push(n);
+                    }
+                }
+                Err(message) => row_error[n] = Some(message),
+            }
+        }
+        report.events += events.len() as u64;
+        let limits = self.destination.limits();
+        report.calls += events.len().div_ceil(limits.max_events.max(1)) as u64;
+        if options.dry_run {
+            return Ok(());
+        }
+        let base = seen.delivered;
+        let delivered_so_far = std::sync::atomic::AtomicU64::new(0);
+        let outcomes = delivery
+            .deliver(&events, &|n| {
+                let d = delivered_so_far.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
+                    + n as u64;
+                progress(Progress {
+                    rows: seen.rows,
+                    delivered: base + d,
+                });
+            })
+            .await;
+        seen.delivered = base + events.len() as u64;
+        // Fold event outcomes per row: refused beats failed beats delivered.
+        let mut per_row: Vec<(Option<Outcome>, u32, u64, Option<String>)> =
+            vec![(None, 0, 0, None); outgoing.len()];
+        for ((n, d), e) in owner.iter().zip(outcomes).zip(&events) {
+            let slot = &mut per_row[*n];
+            slot.1 = slot.1.max(d.attempts);
+            slot.2 = slot.2.max(d.latency.as_millis() as u64);
+            slot.3 = e
+                .event
+                .get("messageId")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let rank = |o: &Option<Outcome>| match o {
+                Some(Outcome::Rejected(_)) => 3,
+                Some(Outcome::Retry { .. }) => 2,
+                Some(Outcome::Delivered) => 1,
+                None => 0,
+            };
+            let new = Some(d.outcome);
+            if rank(&new) > rank(&slot.0) {
+                slot.0 = new;
+            }
+        }
+        for (n, (i, change, event, _)) in outgoing.iter().enumerate() {
+            let row = &rows[*i];
+            let key = row
+                .key
+                .clone()
+                .or_else(|| row.old_key.clone())
+                .unwrap_or_default();
+            let (outcome, attempts, latency, message_id) = per_row[n].clone();
+            let message_id = message_id.or_else(|| {
+                event
+                    .get("messageId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            let refusal = match (&row_error[n], outcome) {
+                (Some(message), _) => Some(("transform".to_string(), message.clone())),
+                (None, Some(Outcome::Rejected(e))) => Some((
+                    e.status.map_or("refused".into(), |s| s.to_string()),
+                    e.message,
+                )),
+                (None, Some(Outcome::Retry { error, .. })) => {
+                    report.counts.failed += 1;
+                    push_problem(&mut report.problems, &key, &error.message);
+                    logs.push(log(
+                        Some(&key),
+                        change.label(),
+                        "failed",
+                        Some(error.message),
+                        attempts as i64,
+                        latency as i64,
+                        message_id,
+                    ));
+                    continue;
+                }
+                (None, outcome) => {
+                    let status = if outcome.is_none() {
+                        "filtered"
+                    } else {
+                        "delivered"
+                    };
+                    if outcome.is_none() {
+                        report.counts.filtered += 1;
+                    } else {
+                        report.counts.delivered += 1;
+                    }
+                    let mut st = accepted(&key, row);
+                    st.delete = *change == Change::Removed;
+                    states.push(st);
+                    logs.push(log(
+                        Some(&key),
+                        change.label(),
+                        status,
+                        None,
+                        attempts as i64,
+                        latency as i64,
+                        message_id,
+                    ));
+                    continue;
+                }
+            };
+            let (code, message) = refusal.expect("the other cases continue");
+            push_problem(&mut report.problems, &key, &message);
+            let tries = row.attempts + 1;
+            let is_dead = tries >= sync.dead_letter_after as i64;
+            let mut st = StateRow {
+                key: key.clone(),
+                hash: row.old_hash.clone(),
+                payload: row.old_payload.clone(),
+                dead_hash: None,
+                status: "rejected",
+                attempts: tries,
+                message: Some(message.clone()),
+                delete: false,
+            };
+            if is_dead {
+                report.counts.dead += 1;
+                st.status = "dead";
+                st.dead_hash = row.hash.clone();
+                st.delete = *change == Change::Removed;
+                dead.push(DeadRow {
+                    key: key.clone(),
+                    code,
+                    reason: format!("refused {tries} runs in a row; last: {message}"),
+                    message_id: message_id.clone(),
+                    payload: event.to_string(),
+                });
+            } else {
+                report.counts.rejected += 1;
+            }
+            states.push(st);
+            logs.push(log(
+                Some(&key),
+                change.label(),
+                if is_dead { "dead" } else { "rejected" },
+                Some(message),
+                attempts as i64,
+                latency as i64,
+                message_id,
+            ));
+        }
+        self.commit(lake, plan, logs, states, dead).await
+    }
+
+    fn skipped_by_backfill(&self, row: &DiffRow) -> bool {
+        match &self.config.backfill {
+            Backfill::All => false,
+            Backfill::SkipExisting => true,
+            Backfill::Since(t) => {
+                let column = self.config.time_column.as_deref().unwrap_or_default();
+                let at = row
+                    .values
+                    .as_ref()
+                    .and_then(|v| v.get(column))
+                    .and_then(Value::as_str)
+                    .and_then(tideway_core::time::parse_instant);
+                at.is_none_or(|at| at < *t)
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        lake: &Lake,
+        plan: &Plan,
+        logs: Vec<LogRow>,
+        states: Vec<StateRow>,
+        dead: Vec<DeadRow>,
+    ) -> Result<()> {
+        let sync = &self.config;
+        if !dead.is_empty() {
+            let batch = state::dead_batch(&sync.name, &sync.source, &dead);
+            lake.append(&state::table(state::DEAD_LETTERS), vec![batch])
+                .await?;
+        }
+        if !logs.is_empty() {
+            let batch = state::log_batch(&sync.name, plan.run, &logs);
+            lake.append(&state::table(state::LOG), vec![batch]).await?;
+        }
+        if !states.is_empty() {
+            let table = state::table(state::STATE);
+            let app = state::txn_app(&sync.name);
+            let version = lake.txn_version(&table, &app).await?.unwrap_or(0) + 1;
+            let batch = state::state_batch(&sync.name, plan.run, &states);
+            lake.merge(&table, vec![batch], &["sync", "key"])
+                .with_delete_column(state::DELETE)
+                .with_txn(Txn::new(app, version))
+                .with_metadata("tideway.sync", json!({"sync": sync.name, "run": plan.run}))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the transformations in order on each (event, metadata); per input, the events
+    /// that come out, or why a transformation failed.
+    async fn transform(
+        &self,
+        inputs: Vec<(Value, Value)>,
+    ) -> Result<Vec<std::result::Result<Vec<Value>, String>>> {
+        let transforms = self.transforms.clone();
+        let sync = self.config.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut transforms = transforms.lock().expect("transformations lock poisoned");
+            let mut results: Vec<std::result::Result<Vec<Value>, String>> =
+                inputs.iter().map(|(e, _)| Ok(vec![e.clone()])).collect();
+            for (name, t) in transforms.iter_mut() {
+                // Flatten the current events of every input into one call.
+                let mut calls = Vec::new();
+                let mut from = Vec::new();
+                for (i, r) in results.iter().enumerate() {
+                    if let Ok(events) = r {
+                        for e in events {
+                            calls.push((e.clone(), inputs[i].1.clone()));
+                            from.push(i);
+                        }
+                    }
+                }
+                let outputs = t.run(&calls);
+                let mut next: Vec<std::result::Result<Vec<Value>, String>> = results
+                    .iter()
+                    .map(|r| r.as_ref().map(|_| Vec::new()).map_err(Clone::clone))
+                    .collect();
+                for (i, out) in from.into_iter().zip(outputs) {
+                    match (out, &mut next[i]) {
+                        (Ok(out), Ok(events)) => {
+                            for line in &out.logs {
+                                tracing::info!(sync = %sync, transformation = %name, "{line}");
+                            }
+                            events.extend(out.events);
+                        }
+                        (Err(e), slot) => *slot = Err(format!("transformation `{name}`: {e}")),
+                        (Ok(_), Err(_)) => {}
+                    }
+                }
+                results = next;
+            }
+            results
+        })
+        .await
+        .map_err(|e| ActivateError::Internal(format!("a transformation thread panicked: {e}")))
+    }
+
+    /// The event a changed row becomes; `Ok(None)` when nothing is sent (`on_delete =
+    /// "ignore"`); `Err` names what makes the row unsendable.
+    fn event(
+        &self,
+        plan: &Plan,
+        key: &str,
+        change: Change,
+        row: &DiffRow,
+    ) -> std::result::Result<Option<Value>, String> {
+        let sync = &self.config;
+        let previous: Option<Map<String, Value>> = row
+            .old_payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let (values, kind) = match change {
+            Change::Removed => match &sync.on_delete {
+                OnDelete::Ignore => return Ok(None),
+                OnDelete::Delete | OnDelete::ClearFields => {
+                    (previous.clone().unwrap_or_default(), sync.event.clone())
+                }
+                OnDelete::Event(name) => (
+                    previous.clone().unwrap_or_default(),
+                    EventType::Track {
+                        event: name.clone(),
+                    },
+                ),
+            },
+            _ => (row.values.clone().unwrap_or_default(), sync.event.clone()),
+        };
+        let id = |column: &Option<String>| -> Option<Value> {
+            match column {
+                Some(c) => values.get(c).filter(|v| !v.is_null()).cloned(),
+                None => Some(Value::String(diff::display_key(key))),
+            }
+        };
+        let mut event = Map::new();
+        event.insert("type".into(), kind.name().into());
+        if let EventType::Track { event: name } = &kind {
+            event.insert("event".into(), name.clone().into());
+        }
+        match &kind {
+            EventType::Group => {
+                let group = id(&sync.group_id).ok_or_else(|| {
+                    format!(
+                        "`{}` is null: a group call needs a groupId",
+                        sync.group_id.as_deref().unwrap_or("key")
+                    )
+                })?;
+                event.insert("groupId".into(), group);
+                if let Some(u) = sync
+                    .user_id
+                    .as_ref()
+                    .and_then(|c| values.get(c))
+                    .filter(|v| !v.is_null())
+                {
+                    event.insert("userId".into(), u.clone());
+                }
+            }
+            _ => {
+                let user = id(&sync.user_id);
+                let anonymous = sync
+                    .anonymous_id
+                    .as_ref()
+                    .and_then(|c| values.get(c))
+                    .filter(|v| !v.is_null())
+                    .cloned();
+                if user.is_none() && anonymous.is_none() {
+                    return Err(format!(
+                        "`{}` is null and there is no anonymous id: an {} call needs a userId or an anonymousId",
+                        sync.user_id.as_deref().unwrap_or("key"),
+                        kind.name()
+                    ));
+                }
+                if let Some(u) = user {
+                    event.insert("userId".into(), u);
+                }
+                if let Some(a) = anonymous {
+                    event.insert("anonymousId".into(), a);
+                }
+            }
+        }
+        let mut event = Value::Object(event);
+        let payload = kind.payload_field();
+        event[payload] = json!({});
+        for f in &plan.fields {
+            let mut v = values.get(&f.column).cloned().unwrap_or(Value::Null);
+            if change == Change::Removed && sync.on_delete == OnDelete::ClearFields {
+                v = Value::Null;
+            }
+            let mut path = f.path.clone();
+            if matches!(&sync.on_delete, OnDelete::Event(_))
+                && change == Change::Removed
+                && path[0] == "traits"
+            {
+                path[0] = "properties".into();
+            }
+            set_path(&mut event, &path, v);
+        }
+        if change != Change::Removed {
+            for (k, v) in &sync.constants {
+                let mut path: Vec<String> = k.split('.').map(str::to_string).collect();
+                if !(["traits", "properties", "context"].contains(&path[0].as_str())
+                    && path.len() > 1)
+                {
+                    path.insert(0, payload.to_string());
+                }
+                set_path(&mut event, &path, v.clone());
+            }
+        }
+        let digest = match change {
+            Change::Removed => format!(
+                "removed:{}",
+                hex::encode(row.old_hash.as_deref().unwrap_or_default())
+            ),
+            _ => hex::encode(row.hash.as_deref().unwrap_or_default()),
+        };
+        let message_id = format!(
+            "tw-{:032x}",
+            xxhash_rust::xxh3::xxh3_128(format!("{}\u{0}{key}\u{0}{digest}", sync.name).as_bytes())
+        );
+        let at = plan
+            .started
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        event["messageId"] = message_id.into();
+        event["timestamp"] = at.clone().into();
+        event["originalTimestamp"] = at.into();
+        event["context"]["library"] =
+            json!({"name": "tideway", "version": env!("CARGO_PKG_VERSION")});
+        event["context"]["sources"] = json!({
+            "job_id": plan.run.to_string(),
+            "sync": sync.name,
+            "table": sync.source,
+            "op": change.label(),
+        });
+        Ok(Some(event))
+    }
+
+    /// RudderStack's transformation metadata, plus `op`, `key` and `previous` (the values last
+    /// accepted by the destination, or null).
+    fn metadata(
+        &self,
+        plan: &Plan,
+        key: &str,
+        change: Change,
+        row: &DiffRow,
+        event: &Value,
+    ) -> Value {
+        let previous: Value = row
+            .old_payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        json!({
+            "sourceId": self.config.name,
+            "sourceName": self.config.name,
+            "sourceType": "tideway-sync",
+            "sourceCategory": "warehouse",
+            "destinationId": self.config.destination,
+            "destinationName": self.config.destination,
+            "destinationType": self.destination.kind(),
+            "messageId": event.get("messageId").cloned().unwrap_or(Value::Null),
+            "jobId": plan.run,
+            "op": change.label(),
+            "key": diff::display_key(key),
+            "previous": previous,
+        })
+    }
+}
+
+fn push_problem(problems: &mut Vec<(String, String)>, key: &str, message: &str) {
+    if problems.len() < 20 {
+        problems.push((diff::display_key(key), message.to_string()));
+    }
+}
+
+fn log(
+    key: Option<&str>,
+    op: &'static str,
+    status: &'static str,
+    message: Option<String>,
+    attempts: i64,
+    latency_ms: i64,
+    message_id: Option<String>,
+) -> LogRow {
+    LogRow {
+        key: key.map(str::to_string),
+        op,
+        status,
+        message,
+        attempts,
+        latency_ms,
+        message_id,
+    }
+}
+
+/// The state of a row the destination now holds in its current version.
+fn accepted(key: &str, row: &DiffRow) -> StateRow {
+    StateRow {
+        key: key.to_string(),
+        hash: row.hash.clone(),
+        payload: row
+            .values
+            .as_ref()
+            .map(|v| Value::Object(v.clone()).to_string()),
+        dead_hash: None,
+        status: "accepted",
+        attempts: 0,
+        message: None,
+        delete: false,
+    }
+}
+
+/// Sets `value` at `path` in `target`, creating objects on the way.
+pub fn set_path(target: &mut Value, path: &[String], value: Value) {
+    let mut node = target;
+    for (i, part) in path.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let map = node.as_object_mut().expect("made an object above");
+        if i + 1 == path.len() {
+            map.insert(part.clone(), value);
+            return;
+        }
+        node = map
+            .entry(part.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// A text column of `batch` (any string type) as optional strings.
+fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    let Some(column) = batch.column_by_name(name) else {
+        return Err(ActivateError::Internal(format!(
+            "the diff lacks the column `{name}`"
+        )));
+    };
+    let column = deltalake::arrow::compute::cast(column, &DataType::Utf8)
+        .map_err(|e| ActivateError::Internal(format!("`{name}` is not text: {e}")))?;
+    let column = column.as_string::<i32>();
+    Ok((0..column.len())
+        .map(|i| column.is_valid(i).then(|| column.value(i).to_string()))
+        .collect())
+}
+
+fn binaries(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<u8>>>> {
+    let Some(column) = batch.column_by_name(name) else {
+        return Err(ActivateError::Internal(format!(
+            "the diff lacks the column `{name}`"
+        )));
+    };
+    let column = deltalake::arrow::compute::cast(column, &DataType::Binary)
+        .map_err(|e| ActivateError::Internal(format!("`{name}` is not binary: {e}")))?;
+    let column = column.as_binary::<i32>();
+    Ok((0..column.len())
+        .map(|i| column.is_valid(i).then(|| column.value(i).to_vec()))
+        .collect())
+}
+
+/// The diff's rows: key, hashes, old state, and the source columns as JSON objects.
+fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
+    let keys = strings(batch, col::KEY)?;
+    let hashes = binaries(batch, col::HASH)?;
+    let old_keys = strings(batch, col::OLD_KEY)?;
+    let old_hashes = binaries(batch, col::OLD_HASH)?;
+    let old_payloads = strings(batch, col::OLD_PAYLOAD)?;
+    let attempts = batch
+        .column_by_name(col::ATTEMPTS)
+        .map(|c| deltalake::arrow::compute::cast(c, &DataType::Int64))
+        .transpose()
+        .map_err(|e| ActivateError::Internal(format!("attempts: {e}")))?;
+    let values = json_rows(batch, read)?;
+    Ok((0..batch.num_rows())
+        .map(|i| DiffRow {
+            key: keys[i].clone(),
+            hash: hashes[i].clone(),
+            values: hashes[i].is_some().then(|| values[i].clone()),
+            old_hash: old_hashes[i].clone(),
+            old_key: old_keys[i].clone(),
+            old_payload: old_payloads[i].clone(),
+            attempts: attempts.as_ref().map_or(0, |a| {
+                a.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                    .value(i)
+            }),
+        })
+        .collect())
+}
+
+/// The `read` columns of `batch`, one JSON object per row (nulls kept as null).
+fn json_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<Map<String, Value>>> {
+    let indices: Vec<usize> = read
+        .iter()
+        .map(|c| {
+            batch.schema().index_of(c).map_err(|_| {
+                ActivateError::Internal(format!("the diff lacks the source column `{c}`"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let projected = batch
+        .project(&indices)
+        .map_err(|e| ActivateError::Internal(e.to_string()))?;
+    // View types are written by the JSON writer as well, but dictionary and view columns are
+    // cast to their plain forms first so every type reads the same.
+    let projected = plain_types(&projected)?;
+    let mut buf = Vec::with_capacity(projected.num_rows() * 64);
+    {
+        let mut writer = deltalake::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, deltalake::arrow::json::writer::JsonArray>(&mut buf);
+        writer
+            .write(&projected)
+            .map_err(|e| ActivateError::Internal(format!("rows to JSON: {e}")))?;
+        writer
+            .finish()
+            .map_err(|e| ActivateError::Internal(format!("rows to JSON: {e}")))?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| ActivateError::Internal(format!("rows to JSON: {e}")))
+}
+
+fn plain_types(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let target = match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+            DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
+            DataType::Dictionary(_, v) => Some(v.as_ref().clone()),
+            _ => None,
+        };
+        match target {
+            Some(t) => {
+                columns.push(
+                    deltalake::arrow::compute::cast(c, &t)
+                        .map_err(|e| ActivateError::Internal(e.to_string()))?,
+                );
+                fields.push(f.as_ref().clone().with_data_type(t));
+            }
+            None => {
+                columns.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(
+        Arc::new(deltalake::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+    .map_err(|e| ActivateError::Internal(e.to_string()))
+}
+
+/// The single integer a query returns (NULL as `None`).
+pub(crate) async fn scalar_i64(lake: &Lake, sql: &str) -> Result<Option<i64>> {
+    let SqlOutput::Rows(rows) = lake.sql(sql).await? else {
+        return Ok(None);
+    };
+    let Some(batch) = rows.batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let c = deltalake::arrow::compute::cast(batch.column(0), &DataType::Int64)
+        .map_err(|e| ActivateError::Internal(e.to_string()))?;
+    let c = c.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+    Ok(c.is_valid(0).then(|| c.value(0)))
+}
+
+/// The Delta version of `table`, if it exists.
+pub async fn table_version(lake: &Lake, table: &str) -> Result<Option<i64>> {
+    let name: TableName = table.parse()?;
+    Ok(match lake.load(&name).await? {
+        Some(t) => t.version().map(|v| v as i64),
+        None => None,
+    })
+}
+
+/// Marks the dead-lettered rows of `sync` for sending again on its next run; how many.
+pub async fn replay(lake: &Lake, sync: &str) -> Result<u64> {
+    if lake.load(&state::table(state::STATE)).await?.is_none() {
+        return Ok(0);
+    }
+    let filter = format!("sync = {} AND status = 'dead'", diff::literal(sync));
+    let n = scalar_i64(
+        lake,
+        &format!("SELECT count(*) FROM _tideway.sync_state WHERE {filter}"),
+    )
+    .await?
+    .unwrap_or(0);
+    if n > 0 {
+        lake.execute(&format!(
+            "UPDATE _tideway.sync_state SET dead_hash = NULL, attempts = 0, status = 'rejected' WHERE {filter}"
+        ))
+        .await?;
+    }
+    Ok(n as u64)
+}

@@ -1,0 +1,264 @@
+//! What syncs keep in the lake, under `_tideway`:
+//!
+//! - `sync_state`: one row per (sync, key) the destination holds or that is waiting for a
+//!   retry: `hash` and `payload` of the version the destination last accepted (NULL if never),
+//!   `status` (`accepted`, `rejected`, `dead`), `attempts` (refusals since the last
+//!   acceptance), `dead_hash` (the version dead-lettered: not retried until it changes), the
+//!   last `run` and `message`. Merged by (sync, key) under the Delta transaction
+//!   `sync:<name>`, so the state moves exactly once per committed chunk.
+//! - `sync_log`: one row per row acted on per run: `op` (added, changed, removed, invalid),
+//!   `status` (delivered, filtered, skipped, rejected, failed, dead, invalid), the destination's
+//!   `message`, `attempts`, `latency_ms`, `message_id`. Appended just before the state commit
+//!   it describes; a crash between the two leaves log rows of a chunk whose state did not
+//!   move, and the rerun sends (and logs) those rows again: the log shows every send.
+//! - `sync_runs`: one row per run with its counts.
+//! - `dead_letters` (shared with the collector): rows refused `dead_letter_after` runs in a
+//!   row, with the event and the destination's last message; `tideway sync replay` resends.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use tideway_lake::{SYSTEM_SCHEMA, TableName};
+
+pub const STATE: &str = "sync_state";
+pub const LOG: &str = "sync_log";
+pub const RUNS: &str = "sync_runs";
+pub const DEAD_LETTERS: &str = "dead_letters";
+
+/// `_tideway.<table>`.
+pub fn table(name: &str) -> TableName {
+    TableName::new(SYSTEM_SCHEMA, name).expect("system table names are valid")
+}
+
+/// The Delta transaction id of a sync's state commits.
+pub fn txn_app(sync: &str) -> String {
+    format!("sync:{sync}")
+}
+
+/// A row's new state, one per row acted on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRow {
+    pub key: String,
+    pub hash: Option<Vec<u8>>,
+    pub payload: Option<String>,
+    pub dead_hash: Option<Vec<u8>>,
+    pub status: &'static str,
+    pub attempts: i64,
+    pub message: Option<String>,
+    /// Delete the state row (accepted removal, or a pending row whose source row is gone).
+    pub delete: bool,
+}
+
+/// One line of the sync log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRow {
+    pub key: Option<String>,
+    pub op: &'static str,
+    pub status: &'static str,
+    pub message: Option<String>,
+    pub attempts: i64,
+    pub latency_ms: i64,
+    pub message_id: Option<String>,
+}
+
+/// The column marking state rows to delete (not stored).
+pub const DELETE: &str = "__delete";
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+pub fn state_batch(sync: &str, run: i64, rows: &[StateRow]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("sync", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("hash", DataType::Binary, true),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("dead_hash", DataType::Binary, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("attempts", DataType::Int64, false),
+        Field::new("run", DataType::Int64, false),
+        Field::new("updated_at", ts(), false),
+        Field::new("message", DataType::Utf8, true),
+        Field::new(DELETE, DataType::Boolean, false),
+    ]);
+    let binary = |f: &dyn Fn(&StateRow) -> Option<&Vec<u8>>| {
+        let mut b = BinaryBuilder::new();
+        rows.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let now = now_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![sync; rows.len()])),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.key))),
+        binary(&|r| r.hash.as_ref()),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.payload.as_deref()),
+        )),
+        binary(&|r| r.dead_hash.as_ref()),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.status))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.attempts),
+        )),
+        Arc::new(Int64Array::from(vec![run; rows.len()])),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; rows.len()]).with_timezone("UTC")),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.message.as_deref()),
+        )),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.delete)))),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).expect("state columns match their schema")
+}
+
+pub fn log_batch(sync: &str, run: i64, rows: &[LogRow]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("sync", DataType::Utf8, false),
+        Field::new("run", DataType::Int64, false),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, true),
+        Field::new("attempts", DataType::Int64, false),
+        Field::new("latency_ms", DataType::Int64, false),
+        Field::new("message_id", DataType::Utf8, true),
+        Field::new("at", ts(), false),
+    ]);
+    let now = now_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![sync; rows.len()])),
+        Arc::new(Int64Array::from(vec![run; rows.len()])),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.key.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.op))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.status))),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.message.as_deref()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.attempts),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.latency_ms),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.message_id.as_deref()),
+        )),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; rows.len()]).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).expect("log columns match their schema")
+}
+
+/// A dead-lettered row, in the collector's `dead_letters` layout (`source` = `sync:<name>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadRow {
+    pub key: String,
+    pub code: String,
+    pub reason: String,
+    pub message_id: Option<String>,
+    pub payload: String,
+}
+
+pub fn dead_batch(sync: &str, source_table: &str, rows: &[DeadRow]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("source", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, true),
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("code", DataType::Utf8, true),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("message_id", DataType::Utf8, true),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("failed_at", ts(), true),
+    ]);
+    let n = rows.len();
+    let now = now_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![format!("sync:{sync}"); n])),
+        Arc::new(StringArray::from(vec![source_table; n])),
+        Arc::new(StringArray::from(vec!["deliver"; n])),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.code))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.key))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.reason),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.message_id.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.payload),
+        )),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).expect("dead-letter columns match their schema")
+}
+
+/// One row of `sync_runs`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RunCounts {
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub invalid: u64,
+    pub delivered: u64,
+    pub filtered: u64,
+    pub skipped: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub forgotten: u64,
+}
+
+pub fn runs_batch(
+    sync: &str,
+    run: i64,
+    started: chrono::DateTime<chrono::Utc>,
+    counts: &RunCounts,
+    error: Option<&str>,
+    after_version: Option<i64>,
+) -> RecordBatch {
+    let c = counts;
+    let mut fields = vec![
+        Field::new("sync", DataType::Utf8, false),
+        Field::new("run", DataType::Int64, false),
+        Field::new("started_at", ts(), false),
+        Field::new("finished_at", ts(), false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![sync])),
+        Arc::new(Int64Array::from(vec![run])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![started.timestamp_micros()]).with_timezone("UTC"),
+        ),
+        Arc::new(TimestampMicrosecondArray::from(vec![now_micros()]).with_timezone("UTC")),
+    ];
+    for (name, v) in [
+        ("added", c.added),
+        ("changed", c.changed),
+        ("removed", c.removed),
+        ("invalid", c.invalid),
+        ("delivered", c.delivered),
+        ("filtered", c.filtered),
+        ("skipped", c.skipped),
+        ("rejected", c.rejected),
+        ("failed", c.failed),
+        ("dead", c.dead),
+    ] {
+        fields.push(Field::new(name, DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from(vec![v as i64])));
+    }
+    fields.push(Field::new("error", DataType::Utf8, true));
+    columns.push(Arc::new(StringArray::from(vec![error])));
+    fields.push(Field::new("after_version", DataType::Int64, true));
+    columns.push(Arc::new(Int64Array::from(vec![after_version])));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .expect("run columns match their schema")
+}

@@ -1,0 +1,196 @@
+//! Golden tests of the differ. Each `tests/golden/diff/NAME.case` is a sync file and a series
+//! of runs:
+//!
+//! ```text
+//! -- sync                          the sync file (destination = "rec", a recording destination)
+//! source = "crm.people"
+//! key = "id"
+//! -- transformation: NAME          a transformations/NAME.js file, up to the next marker
+//! -- fixture: NAME                 tests/fixtures/transformations/NAME.js as transformations/NAME.js
+//! -- run: what changed             SQL run against the lake, then a sync run
+//! CREATE TABLE crm.people (id BIGINT, name VARCHAR); INSERT INTO crm.people VALUES (1, 'Ann')
+//! -- refuse: 2 3                   keys the destination refuses from the next run on
+//! -- fail: 4                       keys it cannot take (503) from the next run on
+//! ```
+//!
+//! `NAME.out` holds, per run, the counts, every event delivered (sorted by key; times and
+//! message ids left out) and the problems reported. `TIDEWAY_BLESS=1` rewrites it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tideway_activate::delivery::RetryPolicy;
+use tideway_activate::transform::Source;
+use tideway_activate::{RunOptions, SyncConfig, SyncJob};
+use tideway_lake::Lake;
+
+use crate::support::{Recorder, stable};
+
+enum Step {
+    Run { title: String, sql: String },
+    Refuse(Vec<String>),
+    Fail(Vec<String>),
+}
+
+pub fn options() -> RunOptions {
+    RunOptions {
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        },
+        chunk_rows: 4,
+        ..Default::default()
+    }
+}
+
+async fn run_case(text: &str) -> Result<String> {
+    let mut sync = String::new();
+    let mut scripts: Vec<Source> = Vec::new();
+    let mut steps = Vec::new();
+    enum Into {
+        Sync,
+        Script,
+        Run,
+        Nothing,
+    }
+    let mut into = Into::Nothing;
+    for line in text.lines() {
+        if line == "-- sync" {
+            into = Into::Sync;
+        } else if let Some(name) = line.strip_prefix("-- fixture: ") {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/transformations")
+                .join(format!("{}.js", name.trim()));
+            scripts.push(Source {
+                name: name.trim().to_string(),
+                file: format!("transformations/{}.js", name.trim()),
+                text: std::fs::read_to_string(path)?,
+            });
+            into = Into::Nothing;
+        } else if let Some(name) = line.strip_prefix("-- transformation: ") {
+            scripts.push(Source {
+                name: name.trim().to_string(),
+                file: format!("transformations/{}.js", name.trim()),
+                text: String::new(),
+            });
+            into = Into::Script;
+        } else if let Some(title) = line.strip_prefix("-- run: ") {
+            steps.push(Step::Run {
+                title: title.to_string(),
+                sql: String::new(),
+            });
+            into = Into::Run;
+        } else if let Some(keys) = line.strip_prefix("-- refuse:") {
+            steps.push(Step::Refuse(
+                keys.split_whitespace().map(str::to_string).collect(),
+            ));
+            into = Into::Nothing;
+        } else if let Some(keys) = line.strip_prefix("-- fail:") {
+            steps.push(Step::Fail(
+                keys.split_whitespace().map(str::to_string).collect(),
+            ));
+            into = Into::Nothing;
+        } else {
+            match (&into, steps.last_mut()) {
+                (Into::Sync, _) => writeln!(sync, "{line}")?,
+                (Into::Script, _) => {
+                    let s = scripts.last_mut().expect("a script is open");
+                    s.text.push_str(line);
+                    s.text.push('\n');
+                }
+                (Into::Run, Some(Step::Run { sql, .. })) => {
+                    sql.push_str(line);
+                    sql.push('\n');
+                }
+                _ => {}
+            }
+        }
+    }
+    let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
+    let config = SyncConfig::parse(&sync, "syncs/case.toml", &["rec".to_string()], &names)?;
+    let dir = tempfile::tempdir()?;
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default()).await?;
+    let recorder = Arc::new(Recorder::new());
+    let job = SyncJob::new(config, recorder.clone(), &scripts, Default::default())?;
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Refuse(keys) => *recorder.refuse.lock().unwrap() = keys.into_iter().collect(),
+            Step::Fail(keys) => *recorder.fail.lock().unwrap() = keys.into_iter().collect(),
+            Step::Run { title, sql } => {
+                if !sql.trim().is_empty() {
+                    lake.sql(&sql).await?;
+                }
+                let report = job.run(&lake, &options(), &|_| {}).await?;
+                let c = &report.counts;
+                writeln!(out, "== run {}: {title}", report.run)?;
+                writeln!(
+                    out,
+                    "added {} changed {} removed {} invalid {} | delivered {} filtered {} skipped {} refused {} failed {} dead {}",
+                    c.added,
+                    c.changed,
+                    c.removed,
+                    c.invalid,
+                    c.delivered,
+                    c.filtered,
+                    c.skipped,
+                    c.rejected,
+                    c.failed,
+                    c.dead
+                )?;
+                let mut events = recorder.take();
+                let ids: std::collections::BTreeSet<_> = events
+                    .iter()
+                    .map(|e| e.event["messageId"].as_str().unwrap_or("").to_string())
+                    .collect();
+                assert_eq!(ids.len(), events.len(), "every event has its own messageId");
+                events.sort_by(|a, b| a.origin.cmp(&b.origin));
+                for e in events {
+                    writeln!(out, "{:?} {}", e.op, stable(&e.event))?;
+                }
+                let mut problems = report.problems.clone();
+                problems.sort();
+                for (key, message) in problems {
+                    writeln!(out, "! {key}: {message}")?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn the_differ_matches_the_golden_files() -> Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/diff");
+    let bless = std::env::var_os("TIDEWAY_BLESS").is_some();
+    let mut failures = Vec::new();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    cases.sort();
+    for case in cases
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "case"))
+    {
+        let actual = run_case(&std::fs::read_to_string(case)?).await?;
+        let expected_path = case.with_extension("out");
+        if bless {
+            std::fs::write(&expected_path, &actual)?;
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            failures.push(format!(
+                "{} differs (TIDEWAY_BLESS=1 rewrites it):\n--- expected\n{expected}\n--- actual\n{actual}",
+                case.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cases.len() >= 4, "the golden cases are there");
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! A destination that records what it is sent and refuses or fails the keys a test names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tideway_activate::destination::{
+    BatchLimits, DeliveryError, Destination, Op, OutboundEvent, Outcome,
+};
+
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Keys refused (as a 400) and keys failed (as a 503), by event origin.
+    pub refuse: Mutex<BTreeSet<String>>,
+    pub fail: Mutex<BTreeSet<String>>,
+    /// Every event accepted, in order.
+    pub accepted: Mutex<Vec<OutboundEvent>>,
+    /// What the destination holds per key: the last accepted event (removed on a delete).
+    pub holds: Mutex<BTreeMap<String, Value>>,
+    /// Events per call.
+    pub max_events: usize,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Recorder {
+            max_events: 3,
+            ..Default::default()
+        }
+    }
+
+    pub fn take(&self) -> Vec<OutboundEvent> {
+        std::mem::take(&mut self.accepted.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Destination for Recorder {
+    fn name(&self) -> &str {
+        "rec"
+    }
+    fn kind(&self) -> &'static str {
+        "recorder"
+    }
+    async fn healthcheck(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+    async fn deliver(&self, batch: &[OutboundEvent]) -> Vec<Outcome> {
+        let refuse = self.refuse.lock().unwrap().clone();
+        let fail = self.fail.lock().unwrap().clone();
+        batch
+            .iter()
+            .map(|e| {
+                if refuse.contains(&e.origin) {
+                    Outcome::Rejected(DeliveryError::refused(
+                        Some(400),
+                        format!("key {} refused by the test", e.origin),
+                    ))
+                } else if fail.contains(&e.origin) {
+                    Outcome::Retry {
+                        after: Some(Duration::from_millis(1)),
+                        error: DeliveryError::external(Some(503), "down for the test"),
+                    }
+                } else {
+                    self.accepted.lock().unwrap().push(e.clone());
+                    let mut holds = self.holds.lock().unwrap();
+                    match e.op {
+                        Op::Delete => {
+                            holds.remove(&e.origin);
+                        }
+                        Op::Upsert => {
+                            holds.insert(e.origin.clone(), e.event.clone());
+                        }
+                    }
+                    Outcome::Delivered
+                }
+            })
+            .collect()
+    }
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_events: self.max_events.max(1),
+            max_bytes: 1 << 20,
+            requests_per_second: None,
+            concurrency: 2,
+        }
+    }
+}
+
+/// An event without what changes from run to run (times, the library version).
+pub fn stable(event: &Value) -> Value {
+    let mut e = event.clone();
+    if let Some(map) = e.as_object_mut() {
+        map.remove("timestamp");
+        map.remove("originalTimestamp");
+        map.remove("messageId");
+        if let Some(ctx) = map.get_mut("context").and_then(Value::as_object_mut) {
+            ctx.remove("library");
+        }
+    }
+    e
+}

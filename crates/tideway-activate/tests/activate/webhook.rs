@@ -1,0 +1,136 @@
+//! The webhook destination, end to end: a project's tideway.toml and sync file, a local
+//! receiver that checks signatures and refuses bad events, and the sync's tables after.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use tideway_activate::delivery::RetryPolicy;
+use tideway_activate::fake::webhook::{SinkOptions, WebhookSink};
+use tideway_activate::{Project, RunOptions};
+use tideway_lake::{Lake, SqlOutput};
+
+fn env(v: &str) -> Option<String> {
+    (v == "HOOK_SECRET").then(|| "s3cr3t-value".to_string())
+}
+
+async fn count(lake: &Lake, sql: &str) -> Result<i64> {
+    let SqlOutput::Rows(rows) = lake.sql(sql).await? else {
+        anyhow::bail!("no rows")
+    };
+    let c = deltalake::arrow::compute::cast(
+        rows.batches[0].column(0),
+        &deltalake::arrow::datatypes::DataType::Int64,
+    )?;
+    Ok(c.as_any()
+        .downcast_ref::<deltalake::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0))
+}
+
+#[tokio::test]
+async fn a_sync_through_the_webhook_signs_batches_and_finds_the_bad_rows() -> Result<()> {
+    let sink = WebhookSink::start(SinkOptions {
+        secret: Some("s3cr3t-value".into()),
+        refuse_bad: true,
+        ..Default::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        format!(
+            "[destinations.hook]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"${{HOOK_SECRET}}\"\nheaders = {{ \"X-Team\" = \"growth\" }}\nbatch_size = 10\n",
+            sink.url
+        ),
+    )?;
+    std::fs::create_dir(dir.path().join("syncs"))?;
+    std::fs::write(
+        dir.path().join("syncs/scores.toml"),
+        "source = \"marts.scores\"\nkey = \"user_id\"\ndestination = \"hook\"\ntype = \"identify\"\ndead_letter_after = 1\n",
+    )?;
+    let project = Project::load(dir.path(), &env)?;
+    let lake = Lake::open(
+        &dir.path().join("lake").display().to_string(),
+        Default::default(),
+    )
+    .await?;
+    let values: Vec<String> = (0..95)
+        .map(|i| format!("('u{i}', {i}, {})", i == 17 || i == 60))
+        .collect();
+    lake.sql(&format!(
+        "CREATE TABLE marts.scores (user_id VARCHAR, score BIGINT, bad BOOLEAN); INSERT INTO marts.scores VALUES {}",
+        values.join(", ")
+    ))
+    .await?;
+    let job = project.job("scores")?;
+    let options = RunOptions {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        },
+        ..Default::default()
+    };
+    let report = job.run(&lake, &options, &|_| {}).await?;
+    assert_eq!(report.counts.added, 95);
+    assert_eq!(report.counts.delivered, 93, "{report:?}");
+    assert_eq!(
+        report.counts.dead, 2,
+        "the two bad rows, refused and dead-lettered at once"
+    );
+    assert_eq!(sink.event_count(), 93, "each good row delivered once");
+    assert!(sink.headers().iter().all(|h| h["x-team"] == "growth"));
+    let (requests, _, refused) = sink.counts();
+    assert!(
+        refused >= 2 && requests < 40,
+        "batches of 10, split only around the bad rows: {requests} requests"
+    );
+    for e in job.destination().inspect() {
+        assert!(!e.request.contains("s3cr3t-value") && !e.url.contains("s3cr3t-value"));
+    }
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM _tideway.dead_letters WHERE source = 'sync:scores'"
+        )
+        .await?,
+        2
+    );
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM _tideway.sync_log WHERE sync = 'scores' AND status = 'delivered'"
+        )
+        .await?,
+        93
+    );
+    // Nothing changed: nothing is sent, the dead rows stay dead.
+    let again = job.run(&lake, &options, &|_| {}).await?;
+    assert_eq!((again.events, again.counts.dead), (0, 0), "{again:?}");
+    // Fixing the bad rows sends them.
+    lake.sql("UPDATE marts.scores SET bad = false WHERE bad")
+        .await?;
+    let fixed = job.run(&lake, &options, &|_| {}).await?;
+    assert_eq!(fixed.counts.delivered, 2, "{fixed:?}");
+    assert_eq!(sink.event_count(), 95);
+    sink.stop();
+    Ok(())
+}
+
+#[tokio::test]
+async fn destination_tables_are_checked_with_every_problem_at_once() {
+    let text = "[project]\nname = \"x\"\n\n[destinations.hook]\ntype = \"webhok\"\n\n[destinations.other]\ntype = \"webhook\"\nurl = \"ftp://x\"\nsecret = \"plain\"\nbatchsize = 3\n";
+    let err = tideway_activate::config::destinations(text, "tideway.toml", &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "tideway.toml:5:8: unknown destination type `webhok`; did you mean `webhook`?"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("tideway.toml:11:1: unknown field `batchsize`"),
+        "{err}"
+    );
+}
