@@ -164,7 +164,7 @@ pub fn diff_sql(
          (SELECT key, hash, dead_hash, payload, attempts FROM {state} WHERE sync = {name}) st \
          ON src.{k} = st.key \
          WHERE src.{k} IS NULL OR st.key IS NULL \
-         OR (src.{h} IS DISTINCT FROM st.hash AND src.{h} IS DISTINCT FROM st.dead_hash)",
+         OR ((src.{h} IS DISTINCT FROM st.hash) AND (src.{h} IS DISTINCT FROM st.dead_hash))",
         ok = col::OLD_KEY,
         oh = col::OLD_HASH,
         op = col::OLD_PAYLOAD,

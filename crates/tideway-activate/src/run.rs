@@ -408,7 +408,11 @@ impl SyncJob {
             };
             if let (Some(_), None) = (&row.values, &row.key) {
                 counts.invalid += 1;
-                let message = format!("the key ({}) is null", sync.key.join(", "));
+                let message = if sync.key.len() == 1 {
+                    format!("the key `{}` is null", sync.key[0])
+                } else {
+                    format!("the key ({}) has a null part", sync.key.join(", "))
+                };
                 push_problem(&mut report.problems, "(null)", &message);
                 logs.push(log(None, "invalid", "invalid", Some(message), 0, 0, None));
                 continue;
@@ -438,13 +442,14 @@ impl SyncJob {
                 ));
                 continue;
             }
-            match change {
+            let count = |counts: &mut RunCounts| match change {
                 Change::Added => counts.added += 1,
                 Change::Changed => counts.changed += 1,
                 Change::Removed => counts.removed += 1,
                 Change::Forgotten => counts.forgotten += 1,
-            }
+            };
             if change == Change::Forgotten {
+                count(counts);
                 states.push(StateRow {
                     key: key.clone(),
                     hash: None,
@@ -458,6 +463,7 @@ impl SyncJob {
                 continue;
             }
             if change == Change::Added && plan.first_run && self.skipped_by_backfill(row) {
+                count(counts);
                 counts.skipped += 1;
                 states.push(accepted(&key, row));
                 logs.push(log(Some(&key), "added", "skipped", None, 0, 0, None));
@@ -465,11 +471,14 @@ impl SyncJob {
             }
             match self.event(plan, &key, change, row) {
                 Ok(Some(event)) => {
+                    count(counts);
                     let metadata = self.metadata(plan, &key, change, row, &event);
                     outgoing.push((i, change, event, metadata));
                 }
                 Ok(None) => {
                     // on_delete = ignore: forget the row, send nothing.
+                    count(counts);
+                    counts.skipped += 1;
                     states.push(StateRow {
                         delete: true,
                         ..accepted(&key, row)
@@ -840,8 +849,9 @@ impl SyncJob {
                     .cloned();
                 if user.is_none() && anonymous.is_none() {
                     return Err(format!(
-                        "`{}` is null and there is no anonymous id: an {} call needs a userId or an anonymousId",
+                        "`{}` is null and there is no anonymous id: {} {} call needs a userId or an anonymousId",
                         sync.user_id.as_deref().unwrap_or("key"),
+                        if kind.name() == "identify" { "an" } else { "a" },
                         kind.name()
                     ));
                 }
@@ -858,7 +868,10 @@ impl SyncJob {
         event[payload] = json!({});
         for f in &plan.fields {
             let mut v = values.get(&f.column).cloned().unwrap_or(Value::Null);
-            if change == Change::Removed && sync.on_delete == OnDelete::ClearFields {
+            if change == Change::Removed
+                && sync.on_delete == OnDelete::ClearFields
+                && !sync.key.contains(&f.column)
+            {
                 v = Value::Null;
             }
             let mut path = f.path.clone();

@@ -72,6 +72,10 @@ fn held(recorder: &Recorder) -> BTreeMap<i64, i64> {
 }
 
 async fn state(lake: &Lake) -> BTreeMap<i64, i64> {
+    let table = tideway_activate::state::table(tideway_activate::state::STATE);
+    if lake.load(&table).await.unwrap().is_none() {
+        return BTreeMap::new();
+    }
     let sql =
         "SELECT key, payload FROM _tideway.sync_state WHERE sync = 'p' AND status = 'accepted'";
     let SqlOutput::Rows(rows) = lake.sql(sql).await.unwrap() else {
