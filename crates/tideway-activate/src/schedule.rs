@@ -44,12 +44,22 @@ pub enum Schedule {
 impl PartialEq for Schedule {
     fn eq(&self, other: &Schedule) -> bool {
         match (self, other) {
-            (Schedule::Manual, Schedule::Manual) | (Schedule::Continuous, Schedule::Continuous) => true,
+            (Schedule::Manual, Schedule::Manual) | (Schedule::Continuous, Schedule::Continuous) => {
+                true
+            }
             (Schedule::Interval(a), Schedule::Interval(b)) => a == b,
             (Schedule::After(a), Schedule::After(b)) => a == b,
             (
-                Schedule::Cron { text: a, timezone: ta, .. },
-                Schedule::Cron { text: b, timezone: tb, .. },
+                Schedule::Cron {
+                    text: a,
+                    timezone: ta,
+                    ..
+                },
+                Schedule::Cron {
+                    text: b,
+                    timezone: tb,
+                    ..
+                },
             ) => a == b && ta == tb,
             _ => false,
         }
@@ -73,10 +83,15 @@ impl Schedule {
         after: Option<&str>,
         continuous: bool,
     ) -> std::result::Result<Schedule, String> {
-        let given = [interval.is_some(), cron.is_some(), after.is_some(), continuous]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let given = [
+            interval.is_some(),
+            cron.is_some(),
+            after.is_some(),
+            continuous,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if given > 1 {
             return Err("a schedule is one of `interval`, `cron`, `after` or `continuous = true`, not several".into());
         }
@@ -86,12 +101,18 @@ impl Schedule {
         if let Some(i) = interval {
             return tideway_core::time::parse_interval(i)
                 .map(Schedule::Interval)
-                .ok_or_else(|| format!("`{i}` is not an interval; write e.g. `15m`, `1h`, `24h`, `daily`"));
+                .ok_or_else(|| {
+                    format!("`{i}` is not an interval; write e.g. `15m`, `1h`, `24h`, `daily`")
+                });
         }
         if let Some(c) = cron {
             // Accept 5-field crontab lines too, running at second 0.
             let fields = c.split_whitespace().count();
-            let full = if fields == 5 { format!("0 {c}") } else { c.to_string() };
+            let full = if fields == 5 {
+                format!("0 {c}")
+            } else {
+                c.to_string()
+            };
             let schedule = cron::Schedule::from_str(&full).map_err(|e| {
                 format!("`{c}` is not a cron expression ({e}); write `min hour day-of-month month day-of-week`, e.g. `0 6 * * Mon-Fri`")
             })?;
@@ -109,23 +130,37 @@ impl Schedule {
         }
         if let Some(a) = after {
             if a.parse::<TableName>().is_err() || a.split('.').count() != 2 {
-                return Err(format!("`after = \"{a}\"` is not a table; write `schema.table`, e.g. `marts.lead_score`"));
+                return Err(format!(
+                    "`after = \"{a}\"` is not a table; write `schema.table`, e.g. `marts.lead_score`"
+                ));
             }
             return Ok(Schedule::After(a.to_string()));
         }
-        Ok(if continuous { Schedule::Continuous } else { Schedule::Manual })
+        Ok(if continuous {
+            Schedule::Continuous
+        } else {
+            Schedule::Manual
+        })
     }
 
     /// Whether a run is due at `now`, given the last run and (for `after`) the followed
     /// table's current version.
-    pub fn due(&self, last: Option<&LastRun>, now: DateTime<Utc>, after_version: Option<i64>) -> bool {
+    pub fn due(
+        &self,
+        last: Option<&LastRun>,
+        now: DateTime<Utc>,
+        after_version: Option<i64>,
+    ) -> bool {
         match self {
             Schedule::Manual => false,
             Schedule::Continuous => true,
             Schedule::Interval(every) => last.is_none_or(|l| {
-                l.started + chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX) <= now
+                l.started + chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX)
+                    <= now
             }),
-            Schedule::Cron { schedule, timezone, .. } => {
+            Schedule::Cron {
+                schedule, timezone, ..
+            } => {
                 let since = last.map_or(now - chrono::Duration::days(366), |l| l.started);
                 schedule
                     .after(&since.with_timezone(timezone))
@@ -147,11 +182,17 @@ pub async fn last_runs(lake: &Lake) -> Result<HashMap<String, LastRun>> {
     let Some(table) = lake.load(&runs).await? else {
         return Ok(HashMap::new());
     };
-    let has_after = Lake::schema_of(&runs, &table)?.field_with_name("after_version").is_ok();
+    let has_after = Lake::schema_of(&runs, &table)?
+        .field_with_name("after_version")
+        .is_ok();
     let sql = format!(
         "SELECT sync, started_at, {} AS after_version FROM _tideway.sync_runs r \
          WHERE run = (SELECT max(run) FROM _tideway.sync_runs m WHERE m.sync = r.sync)",
-        if has_after { "after_version" } else { "CAST(NULL AS BIGINT)" }
+        if has_after {
+            "after_version"
+        } else {
+            "CAST(NULL AS BIGINT)"
+        }
     );
     let SqlOutput::Rows(rows) = lake.sql(&sql).await? else {
         return Ok(HashMap::new());
@@ -164,7 +205,10 @@ pub async fn last_runs(lake: &Lake) -> Result<HashMap<String, LastRun>> {
         };
         let names = cast(0, &DataType::Utf8)?;
         let names = names.as_string::<i32>();
-        let started = cast(1, &DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None))?;
+        let started = cast(
+            1,
+            &DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
+        )?;
         let started = started.as_primitive::<TimestampMicrosecondType>();
         let after = cast(2, &DataType::Int64)?;
         let after = after.as_primitive::<Int64Type>();
@@ -239,14 +283,18 @@ mod tests {
         assert!(daily.due(Some(&last("2026-12-01T06:00:00Z")), now, None));
 
         // 06:00 in Paris is 05:00 UTC in winter.
-        let cron = Schedule::parse(None, Some("0 6 * * *"), Some("Europe/Paris"), None, false).unwrap();
+        let cron =
+            Schedule::parse(None, Some("0 6 * * *"), Some("Europe/Paris"), None, false).unwrap();
         assert!(cron.due(Some(&last("2026-12-01T05:30:00Z")), now, None));
         assert!(!cron.due(Some(&last("2026-12-02T05:00:01Z")), now, None));
 
         let after = Schedule::parse(None, None, None, Some("marts.lead_score"), false).unwrap();
         assert!(!after.due(Some(&last("2026-12-01T00:00:00Z")), now, Some(4)));
         assert!(after.due(Some(&last("2026-12-01T00:00:00Z")), now, Some(5)));
-        assert!(!after.due(None, now, None), "no table yet: nothing to follow");
+        assert!(
+            !after.due(None, now, None),
+            "no table yet: nothing to follow"
+        );
 
         assert!(!Schedule::Manual.due(None, now, None));
         assert!(Schedule::Continuous.due(Some(&last("2026-12-02T06:29:59Z")), now, None));
@@ -258,7 +306,8 @@ mod tests {
         assert!(e.contains("not several"), "{e}");
         let e = Schedule::parse(None, Some("61 * * * *"), None, None, false).unwrap_err();
         assert!(e.contains("is not a cron expression"), "{e}");
-        let e = Schedule::parse(None, Some("0 6 * * *"), Some("Mars/Olympus"), None, false).unwrap_err();
+        let e = Schedule::parse(None, Some("0 6 * * *"), Some("Mars/Olympus"), None, false)
+            .unwrap_err();
         assert!(e.contains("unknown time zone `Mars/Olympus`"), "{e}");
         let e = Schedule::parse(Some("often"), None, None, None, false).unwrap_err();
         assert!(e.contains("`often` is not an interval"), "{e}");

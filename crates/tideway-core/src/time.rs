@@ -111,4 +111,3 @@ pub fn parse_interval(text: &str) -> Option<std::time::Duration> {
     };
     n.checked_mul(unit_secs).map(std::time::Duration::from_secs)
 }
-

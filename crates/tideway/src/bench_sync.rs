@@ -19,9 +19,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -89,7 +91,10 @@ pub async fn sync_diff(day1: &Path, day2: &Path, key: &str, runs: usize, dir: &P
     println!(
         "  diff (dry run: hash every row, full join with the state, events for the changed rows): median {:.3} s of {:?}",
         median(times.clone()),
-        times.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+        times
+            .iter()
+            .map(|t| (t * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
     );
     println!(
         "  found {} added, {} changed, {} removed, {} invalid; peak RSS {:.0} MiB",
@@ -145,8 +150,15 @@ pub async fn deliver(events: usize, batch_size: usize, concurrency: usize) -> Re
     let t = Instant::now();
     let out = delivery.deliver(&all, &|_| {}).await;
     let took = t.elapsed().as_secs_f64();
-    let delivered = out.iter().filter(|d| d.outcome == Outcome::Delivered).count();
-    anyhow::ensure!(sink.event_count() == events, "the receiver got {} of {events}", sink.event_count());
+    let delivered = out
+        .iter()
+        .filter(|d| d.outcome == Outcome::Delivered)
+        .count();
+    anyhow::ensure!(
+        sink.event_count() == events,
+        "the receiver got {} of {events}",
+        sink.event_count()
+    );
     println!(
         "deliver: {delivered} events to a local webhook (signed, batches of {batch_size}, {concurrency} in flight) in {took:.2} s = {:.0} events/s; {} requests; peak RSS {:.0} MiB",
         delivered as f64 / took,
@@ -222,7 +234,10 @@ pub async fn rate_budget(seconds: u64, rps: f64) -> Result<()> {
     let out = delivery.deliver(&all[warmup..], &|_| {}).await;
     let took = start.elapsed().as_secs_f64();
     let (r1, t1) = (fake.requests() - r0, fake.throttled() - t0);
-    let delivered = out.iter().filter(|d| d.outcome == Outcome::Delivered).count();
+    let delivered = out
+        .iter()
+        .filter(|d| d.outcome == Outcome::Delivered)
+        .count();
     let accepted_rate = (r1 - t1) as f64 / took;
     println!(
         "rate-budget: Customer.io fake at {rps} requests/s, v1 (one request per event), {delivered} of {} delivered in {took:.1} s after a 5 s warm-up: {accepted_rate:.1} accepted requests/s = {:.1}% of the budget, {t1} of {r1} requests answered 429 ({:.2}%)",
@@ -238,5 +253,8 @@ pub async fn rate_budget(seconds: u64, rps: f64) -> Result<()> {
 /// Where the shared traits tables are, from the workload directory.
 pub fn traits_paths(data: &Path) -> (PathBuf, PathBuf) {
     let t = data.join("warehouse/traits");
-    (t.join("users_traits_day1.parquet"), t.join("users_traits_day2.parquet"))
+    (
+        t.join("users_traits_day1.parquet"),
+        t.join("users_traits_day2.parquet"),
+    )
 }

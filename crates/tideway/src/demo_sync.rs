@@ -108,10 +108,10 @@ pub async fn run(
 
     let leads = activation.job("leads_to_customerio")?;
     let first = leads.run(lake, &options, &|_| {}).await?;
-    // Day 2: some customers change plan; the model is rebuilt; only they go out.
+    // Day 2: some customers change plan; the models are rebuilt; only they go out.
     lake.sql("UPDATE billingdb.customers SET plan = 'enterprise' WHERE id % 97 = 0 AND plan <> 'enterprise'")
         .await?;
-    crate::demo_models::rebuild(project, lake, &["+marts.customerio_leads"]).await?;
+    crate::demo_models::rebuild(project, lake, &[]).await?;
     let second = leads.run(lake, &options, &|_| {}).await?;
 
     account_truths(lake).await?;

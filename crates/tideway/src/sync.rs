@@ -376,8 +376,15 @@ pub async fn check_syncs(
             if let SqlOutput::Rows(rows) = lake.sql(&sql).await?
                 && rows.num_rows() > 0
             {
-                let batch = &rows.batches.iter().find(|b| b.num_rows() > 0).expect("a row");
-                let key = tideway_lake::arrow::compute::cast(batch.column(0), &tideway_lake::arrow::datatypes::DataType::Utf8)?;
+                let batch = &rows
+                    .batches
+                    .iter()
+                    .find(|b| b.num_rows() > 0)
+                    .expect("a row");
+                let key = tideway_lake::arrow::compute::cast(
+                    batch.column(0),
+                    &tideway_lake::arrow::datatypes::DataType::Utf8,
+                )?;
                 let key = key
                     .as_any()
                     .downcast_ref::<tideway_lake::arrow::array::StringArray>()

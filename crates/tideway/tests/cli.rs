@@ -345,7 +345,7 @@ fn the_demo_runs_and_leaves_a_working_project() {
              (SELECT count(DISTINCT model) FROM _tideway.model_runs) AS models",
         ],
     ));
-    assert_eq!(csv, "health,leads,models\n300,300,13\n");
+    assert_eq!(csv, "health,leads,models\n300,300,14\n");
     // Lineage and impact analysis in the demo's output.
     assert!(
         stdout
