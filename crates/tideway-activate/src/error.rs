@@ -24,7 +24,7 @@ pub enum ActivateError {
     },
     /// A transformation does not load (syntax error, unknown import).
     #[error(transparent)]
-    Transform(#[from] crate::transform::TransformError),
+    Transform(Box<crate::transform::TransformError>),
     /// The destination refused the credentials or cannot be reached.
     #[error("destination `{destination}`: {message}")]
     Destination {
@@ -33,13 +33,31 @@ pub enum ActivateError {
     },
     /// The lake failed.
     #[error(transparent)]
-    Lake(#[from] tideway_lake::LakeError),
+    Lake(Box<tideway_lake::LakeError>),
     /// A query over the lake failed.
     #[error(transparent)]
-    Query(#[from] deltalake::datafusion::error::DataFusionError),
+    Query(Box<deltalake::datafusion::error::DataFusionError>),
     /// An invariant of Tideway's own broke.
     #[error("internal error (likely a bug in Tideway, please report it): {0}")]
     Internal(String),
+}
+
+impl From<tideway_lake::LakeError> for ActivateError {
+    fn from(e: tideway_lake::LakeError) -> Self {
+        ActivateError::Lake(Box::new(e))
+    }
+}
+
+impl From<deltalake::datafusion::error::DataFusionError> for ActivateError {
+    fn from(e: deltalake::datafusion::error::DataFusionError) -> Self {
+        ActivateError::Query(Box::new(e))
+    }
+}
+
+impl From<crate::transform::TransformError> for ActivateError {
+    fn from(e: crate::transform::TransformError) -> Self {
+        ActivateError::Transform(Box::new(e))
+    }
 }
 
 impl Faulty for ActivateError {

@@ -70,25 +70,6 @@ fn parse_date_time(text: &str) -> Option<DateTime<Utc>> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants_need_a_date_and_a_time() {
-        assert!(parse_instant("2025-06-01T10:00:00.000Z").is_some());
-        assert!(parse_instant("2025-06-01 10:00:00").is_some());
-        assert!(parse_instant("2025-06-01T10:00").is_some());
-        assert!(parse_instant("2025-06-01").is_none());
-        assert!(parse_instant("#123456").is_none());
-        assert!(parse_instant("2025-06-01T99:00:00Z").is_none());
-        assert_eq!(
-            parse_instant("2025-06-01T12:00:00+02:00"),
-            parse_instant("2025-06-01T10:00:00Z")
-        );
-    }
-}
-
 /// Parses `"15m"`, `"1h"`, `"2 hours"`, `"1d"`, `"30 minutes"`, `"hourly"`, `"daily"`.
 pub fn parse_interval(text: &str) -> Option<std::time::Duration> {
     let t = text.trim().to_ascii_lowercase();
@@ -110,4 +91,23 @@ pub fn parse_interval(text: &str) -> Option<std::time::Duration> {
         _ => return None,
     };
     n.checked_mul(unit_secs).map(std::time::Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_need_a_date_and_a_time() {
+        assert!(parse_instant("2025-06-01T10:00:00.000Z").is_some());
+        assert!(parse_instant("2025-06-01 10:00:00").is_some());
+        assert!(parse_instant("2025-06-01T10:00").is_some());
+        assert!(parse_instant("2025-06-01").is_none());
+        assert!(parse_instant("#123456").is_none());
+        assert!(parse_instant("2025-06-01T99:00:00Z").is_none());
+        assert_eq!(
+            parse_instant("2025-06-01T12:00:00+02:00"),
+            parse_instant("2025-06-01T10:00:00Z")
+        );
+    }
 }
