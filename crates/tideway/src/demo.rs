@@ -62,12 +62,12 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         dir.join(MARKER),
         "a project made by `tideway demo`; safe to delete\n",
     )?;
-    let (customerio, hook) = crate::demo_sync::start().await?;
+    let (customerio, salesforce) = crate::demo_sync::start().await?;
     std::fs::write(
         dir.join("tideway.toml"),
         crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo")
             + crate::demo_traffic::COLLECT_TOML
-            + &crate::demo_sync::destinations_toml(&customerio, &hook),
+            + &crate::demo_sync::destinations_toml(&customerio, &salesforce),
     )?;
     let project = Project::open(dir)?;
     let lake = project.lake().await?;
@@ -186,7 +186,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     bar.inc(1);
 
     bar.set_message("syncs: the lead score to Customer.io, changed accounts to Salesforce");
-    let synced = crate::demo_sync::run(&project, &lake, &customerio, &hook).await?;
+    let synced = crate::demo_sync::run(&project, &lake, &customerio, &salesforce).await?;
     bar.inc(1);
     bar.finish_and_clear();
 

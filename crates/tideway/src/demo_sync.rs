@@ -1,10 +1,10 @@
 //! The demo's activation step: the lead score synced to a local Customer.io stand-in with its
 //! traits renamed, a second run after some traits change sending only those users, and the
-//! old/new-truth transformation routing changed accounts to Salesforce (a local webhook here).
+//! old/new-truth transformation routing changed accounts to a local Salesforce stand-in.
 
 use anyhow::{Context, Result};
 use tideway_activate::fake::customerio::{FakeCustomerIo, FakeOptions};
-use tideway_activate::fake::webhook::{SinkOptions, WebhookSink};
+use tideway_activate::fake::salesforce::FakeSalesforce;
 use tideway_activate::{Project as Activation, RunOptions, RunReport};
 use tideway_lake::arrow::array::{RecordBatch, StringArray};
 use tideway_lake::arrow::datatypes::{DataType, Field, Schema};
@@ -15,6 +15,8 @@ use crate::project::Project;
 /// The variable the demo's Customer.io key is read from (its local stand-in accepts this key).
 pub const KEY_VAR: &str = "TIDEWAY_DEMO_CUSTOMERIO_KEY";
 const KEY: &str = "demo-track-key";
+/// The variable the demo's Salesforce client secret is read from.
+pub const SECRET_VAR: &str = "TIDEWAY_DEMO_SALESFORCE_SECRET";
 
 const LEADS_SYNC: &str = r#"# The lead score and traits, to Customer.io as identify calls, keys renamed.
 source = "marts.customerio_leads"
@@ -31,7 +33,7 @@ const TRUTHS_SYNC: &str = r#"# Accounts whose key/value traits changed, rewritte
 # group calls (the transformation drops the rows where nothing changed).
 source = "crm.account_truths"
 key = "account_id"
-destination = "salesforce_hook"
+destination = "salesforce"
 type = "identify"
 user_id = "owner_id"
 transformations = ["old_new_truth"]
@@ -49,40 +51,46 @@ pub struct Synced {
     pub truths: RunReport,
     pub people: usize,
     pub sample_person: Option<(String, serde_json::Value)>,
-    pub salesforce_sample: Option<serde_json::Value>,
+    /// A Salesforce Account the sync updated: (Id, its fields).
+    pub salesforce_sample: Option<(String, serde_json::Value)>,
 }
 
 /// The destinations of the demo project, pointing at the local stand-ins.
-pub fn destinations_toml(customerio: &FakeCustomerIo, hook: &WebhookSink) -> String {
+pub fn destinations_toml(customerio: &FakeCustomerIo, salesforce: &FakeSalesforce) -> String {
     format!(
         "\n# Local stand-ins started by `tideway demo` (gone when it ends).\n\
          [destinations.customerio]\ntype = \"customerio\"\nsite_id = \"{}\"\napi_key = \"${{{KEY_VAR}}}\"\nbase_url = \"{}\"\n\n\
-         [destinations.salesforce_hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+         [destinations.salesforce]\ntype = \"salesforce\"\ninstance_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"${{{SECRET_VAR}}}\"\ngroup_object = \"Account\"\n",
         customerio.site_id(),
         customerio.base_url(),
-        hook.url
+        salesforce.base_url(),
+        salesforce.client_id(),
     )
 }
 
 /// Starts the stand-ins; the project's tideway.toml gets [`destinations_toml`].
-pub async fn start() -> Result<(FakeCustomerIo, WebhookSink)> {
+pub async fn start() -> Result<(FakeCustomerIo, FakeSalesforce)> {
     let customerio = tideway_activate::fake::customerio::start(FakeOptions {
         api_key: KEY.into(),
         ..Default::default()
     })
     .await
     .context("cannot start the local Customer.io stand-in")?;
-    let hook = WebhookSink::start(SinkOptions::default())
+    let salesforce = tideway_activate::fake::salesforce::start(Default::default())
         .await
-        .context("cannot start the local webhook receiver")?;
-    Ok((customerio, hook))
+        .context("cannot start the local Salesforce stand-in")?;
+    salesforce.add_field("Account", "Plan__c", false);
+    salesforce.add_field("Account", "Seats__c", false);
+    Ok((customerio, salesforce))
 }
 
-fn env(var: &str) -> Option<String> {
-    if var == KEY_VAR {
-        Some(std::env::var(var).unwrap_or_else(|_| KEY.to_string()))
-    } else {
-        std::env::var(var).ok()
+fn env(var: &str, salesforce: &FakeSalesforce) -> Option<String> {
+    match var {
+        KEY_VAR => Some(std::env::var(var).unwrap_or_else(|_| KEY.to_string())),
+        SECRET_VAR => {
+            Some(std::env::var(var).unwrap_or_else(|_| salesforce.client_secret().to_string()))
+        }
+        _ => std::env::var(var).ok(),
     }
 }
 
@@ -91,7 +99,7 @@ pub async fn run(
     project: &Project,
     lake: &Lake,
     customerio: &FakeCustomerIo,
-    hook: &WebhookSink,
+    salesforce: &FakeSalesforce,
 ) -> Result<Synced> {
     let dir = &project.dir;
     std::fs::create_dir_all(dir.join("syncs"))?;
@@ -103,7 +111,7 @@ pub async fn run(
         UTILS_JS,
     )?;
     std::fs::write(dir.join("transformations/old_new_truth.js"), TRUTH_JS)?;
-    let activation = Activation::load(dir, &env)?;
+    let activation = Activation::load(dir, &|v| env(v, salesforce))?;
     let options = RunOptions::default();
 
     let leads = activation.job("leads_to_customerio")?;
@@ -114,7 +122,7 @@ pub async fn run(
     crate::demo_models::rebuild(project, lake, &[]).await?;
     let second = leads.run(lake, &options, &|_| {}).await?;
 
-    account_truths(lake).await?;
+    let ids = account_truths(lake, salesforce).await?;
     let truths = activation
         .job("accounts_to_salesforce")?
         .run(lake, &options, &|_| {})
@@ -130,21 +138,33 @@ pub async fn run(
             .iter()
             .next()
             .map(|(k, v)| (k.clone(), serde_json::Value::Object(v.clone()))),
-        salesforce_sample: hook.events().into_iter().next(),
+        salesforce_sample: ids.first().and_then(|id| {
+            salesforce
+                .find("Account", "Id", id)
+                .map(|r| (id.clone(), serde_json::Value::Object(r)))
+        }),
     })
 }
 
-/// Accounts with their traits as key/value columns, now and as last synced.
-async fn account_truths(lake: &Lake) -> Result<()> {
+/// Accounts (in Salesforce, and in the lake with their traits as key/value columns, now and
+/// as last synced); the Ids of the ones that changed.
+async fn account_truths(lake: &Lake, salesforce: &FakeSalesforce) -> Result<Vec<String>> {
     let plans = ["free", "starter", "pro", "enterprise"];
-    let (mut ids, mut owners, mut new, mut old) = (vec![], vec![], vec![], vec![]);
+    let (mut ids, mut owners, mut new, mut old, mut changed) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..200usize {
-        ids.push(format!("001{i:05}"));
+        let mut account = serde_json::Map::new();
+        account.insert("Name".into(), format!("Account {i}").into());
+        let id = salesforce.insert("Account", account);
+        if i % 5 == 0 {
+            changed.push(id.clone());
+        }
+        ids.push(id);
         owners.push(format!("{}", 1000 + i));
         let plan = plans[i % 4];
         let seats = 5 + i % 40;
         new.push(format!(
-            r#"[{{"key":"plan","value":"{plan}"}},{{"key":"seats","value":{seats}}}]"#
+            r#"[{{"key":"Plan__c","value":"{plan}"}},{{"key":"Seats__c","value":{seats}}}]"#
         ));
         // One account in five changed since the last sync.
         let (old_plan, old_seats) = if i % 5 == 0 {
@@ -153,7 +173,7 @@ async fn account_truths(lake: &Lake) -> Result<()> {
             (plan, seats)
         };
         old.push(format!(
-            r#"[{{"key":"plan","value":"{old_plan}"}},{{"key":"seats","value":{old_seats}}}]"#
+            r#"[{{"key":"Plan__c","value":"{old_plan}"}},{{"key":"Seats__c","value":{old_seats}}}]"#
         ));
     }
     let schema = Schema::new(
@@ -170,7 +190,7 @@ async fn account_truths(lake: &Lake) -> Result<()> {
     )?;
     let table: TableName = "crm.account_truths".parse()?;
     lake.overwrite(&table, vec![batch]).await?;
-    Ok(())
+    Ok(changed)
 }
 
 /// The demo's account of the syncs.
@@ -190,16 +210,10 @@ pub fn print(s: &Synced) {
         println!("  person {id}: {attributes}");
     }
     println!(
-        "  crm.account_truths -> Salesforce through transformations/old_new_truth.js: {} rows, {} group calls sent, {} dropped (unchanged truths)",
+        "  crm.account_truths -> Salesforce (a local stand-in) through transformations/old_new_truth.js: {} rows, {} Accounts updated, {} dropped (unchanged truths)",
         s.truths.counts.added, s.truths.counts.delivered, s.truths.counts.filtered
     );
-    if let Some(event) = &s.salesforce_sample {
-        let mut event = event.clone();
-        if let Some(map) = event.as_object_mut() {
-            for k in ["timestamp", "originalTimestamp", "messageId"] {
-                map.remove(k);
-            }
-        }
-        println!("  one of them: {event}");
+    if let Some((id, account)) = &s.salesforce_sample {
+        println!("  Account {id} in Salesforce now: {account}");
     }
 }

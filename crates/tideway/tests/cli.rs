@@ -930,3 +930,100 @@ fn the_demo_models_give_what_duckdb_gives_for_the_same_sql() {
         );
     }
 }
+
+/// Reverse ETL from the command line: a sync planned, run against a webhook receiver, its
+/// status; `tideway compile` checking sync files (unknown column, non-unique key, unknown
+/// destination) with file:line.
+#[test]
+fn a_sync_plans_runs_reports_and_compile_checks_sync_files() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sink = rt
+        .block_on(tideway_activate::fake::webhook::WebhookSink::start(
+            Default::default(),
+        ))
+        .unwrap();
+    let dir = project();
+    let toml = dir.path().join("tideway.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!(
+            "{text}\n[destinations.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+            sink.url
+        ),
+    )
+    .unwrap();
+    ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "CREATE TABLE marts.scores (user_id VARCHAR, score BIGINT); \
+             INSERT INTO marts.scores VALUES ('u1', 10), ('u2', 20), ('u3', 30)",
+        ],
+    ));
+    std::fs::write(
+        dir.path().join("syncs/scores.toml"),
+        "source = \"marts.scores\"\nkey = \"user_id\"\ndestination = \"hook\"\ntype = \"identify\"\n[mapping]\nrename = { score = \"lead_score\" }\n",
+    )
+    .unwrap();
+    let plan = ok(&tideway(dir.path(), &["sync", "plan", "scores"]));
+    assert!(
+        plan.contains("3 added, 0 changed, 0 removed, 0 invalid"),
+        "{plan}"
+    );
+    assert!(plan.contains("would send: 3 events in 1 calls"), "{plan}");
+    assert!(plan.contains("\"lead_score\":10"), "{plan}");
+    assert_eq!(sink.event_count(), 0, "a plan sends nothing");
+    let run = ok(&tideway(dir.path(), &["sync", "run"]));
+    assert!(run.contains("delivered 3"), "{run}");
+    assert_eq!(sink.event_count(), 3);
+    ok(&tideway(
+        dir.path(),
+        &[
+            "sql",
+            "UPDATE marts.scores SET score = 11 WHERE user_id = 'u1'",
+        ],
+    ));
+    let json = ok(&tideway(
+        dir.path(),
+        &["sync", "run", "scores", "-f", "json"],
+    ));
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["counts"]["changed"], 1, "{json}");
+    assert_eq!(report["counts"]["delivered"], 1, "{json}");
+    assert_eq!(sink.event_count(), 4, "only the changed row went out");
+    let status = ok(&tideway(dir.path(), &["sync", "status"]));
+    assert!(status.contains("scores"), "{status}");
+    // compile: a sync naming a column the source lacks, and a key that is not unique.
+    ok(&tideway(
+        dir.path(),
+        &["sql", "INSERT INTO marts.scores VALUES ('u1', 99)"],
+    ));
+    std::fs::write(
+        dir.path().join("syncs/typo.toml"),
+        "source = \"marts.scores\"\nkey = \"user_id\"\ndestination = \"hook\"\ntype = \"identify\"\n[mapping]\ninclude = [\"scroe\"]\n",
+    )
+    .unwrap();
+    let e = err(&tideway(dir.path(), &["compile"]));
+    assert!(
+        e.contains(
+            "syncs/typo.toml:6:12: `marts.scores` has no column `scroe`; did you mean `score`?"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("syncs/scores.toml:2:7: the key (user_id) is not unique in `marts.scores`: `u1` is held by several rows"),
+        "{e}"
+    );
+    std::fs::write(
+        dir.path().join("syncs/typo.toml"),
+        "source = \"marts.scores\"\nkey = \"user_id\"\ndestination = \"hoook\"\ntype = \"identify\"\n",
+    )
+    .unwrap();
+    let e = err(&tideway(dir.path(), &["compile"]));
+    assert!(
+        e.contains("syncs/typo.toml:3:15: unknown destination `hoook`; did you mean `hook`?"),
+        "{e}"
+    );
+    sink.stop();
+}
