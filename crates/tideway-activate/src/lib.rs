@@ -55,23 +55,7 @@ impl Project {
         let file = dir.join("tideway.toml");
         let text = config::read(&file)?;
         let destinations = config::destinations(&text, &file.display().to_string(), env);
-        let scripts = config::files(&dir.join("transformations"), "js")?
-            .into_iter()
-            .map(|path| {
-                Ok(transform::Source {
-                    name: path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().to_string())
-                        .unwrap_or_default(),
-                    text: config::read(&path)?,
-                    file: path
-                        .strip_prefix(dir)
-                        .unwrap_or(&path)
-                        .display()
-                        .to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let scripts = scripts(dir)?;
         let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
         let destination_names: Vec<String> = match &destinations {
             Ok(d) => d.keys().cloned().collect(),
@@ -118,6 +102,27 @@ impl Project {
             Default::default(),
         )
     }
+}
+
+/// The files of `transformations/` (transformations and the libraries they import).
+pub fn scripts(dir: &Path) -> Result<Vec<transform::Source>> {
+    config::files(&dir.join("transformations"), "js")?
+        .into_iter()
+        .map(|path| {
+            Ok(transform::Source {
+                name: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                text: config::read(&path)?,
+                file: path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The destination names written in `text`, for checking sync files when a destination

@@ -311,6 +311,19 @@ fn print_next(dir: &Path, lake: &Lake) {
     println!(
         "  tideway -p {p} sql \"SELECT model, window_start, window_end, status, rows FROM _tideway.model_runs\""
     );
+    println!(
+        "  tideway -p {p} sync status                      # each sync's last run and rows held"
+    );
+    println!(
+        "  tideway -p {p} sql \"SELECT key, op, status, message FROM _tideway.sync_log LIMIT 10\""
+    );
+    println!(
+        "  {}=demo-track-key tideway -p {p} sync plan leads_to_customerio   # what a run would send",
+        crate::demo_sync::KEY_VAR
+    );
+    println!(
+        "  tideway -p {p} transform test old_new_truth --event '{{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{{\"account_id\":\"0015g0000000001AAA\",\"new_truth\":\"[[\\\"plan\\\",\\\"pro\\\"]]\"}}}}'"
+    );
     println!("  tideway -p {p} lake import <your.csv> --table raw.my_table");
     println!(
         "  tideway -p {p} serve    # then: curl -u wk_demo_web: localhost:8080/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'"

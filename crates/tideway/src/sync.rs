@@ -58,8 +58,12 @@ fn activation(project: &Project) -> Result<Activation> {
 }
 
 pub async fn command(project: &Project, command: SyncCommand) -> Result<()> {
-    let activation = activation(project)?;
     let lake = project.lake().await?;
+    if let SyncCommand::Status { format } = command {
+        // The lake alone: no destination or secret is needed to say what happened.
+        return status(&lake, format).await;
+    }
+    let activation = activation(project)?;
     match command {
         SyncCommand::Plan { name, format } => {
             let options = RunOptions {
@@ -253,13 +257,13 @@ pub fn transform_command(project: &Project, command: TransformCommand) -> Result
         event,
         metadata,
     } = command;
-    let activation = activation(project)?;
+    let scripts = tideway_activate::scripts(&project.dir)?;
     let stem = std::path::Path::new(&file)
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or(file.clone());
-    let Some(main) = activation.scripts.iter().find(|s| s.name == stem) else {
-        let names: Vec<String> = activation.scripts.iter().map(|s| s.name.clone()).collect();
+    let Some(main) = scripts.iter().find(|s| s.name == stem) else {
+        let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
         bail!(
             "no transformation `{stem}` in transformations/; files there: {}",
             if names.is_empty() {
@@ -269,12 +273,7 @@ pub fn transform_command(project: &Project, command: TransformCommand) -> Result
             }
         );
     };
-    let libraries: Vec<_> = activation
-        .scripts
-        .iter()
-        .filter(|s| s.name != stem)
-        .cloned()
-        .collect();
+    let libraries: Vec<_> = scripts.iter().filter(|s| s.name != stem).cloned().collect();
     let event: serde_json::Value = serde_json::from_str(&event).context("--event is not JSON")?;
     let metadata: serde_json::Value =
         serde_json::from_str(&metadata).context("--metadata is not JSON")?;
@@ -336,7 +335,10 @@ pub async fn check_syncs(
     if !project.dir.join("syncs").is_dir() {
         return Ok(Vec::new());
     }
-    let activation = match Activation::load(&project.dir, &|v| std::env::var(v).ok()) {
+    // Compile checks shapes, not credentials: a secret not set in this shell is no error here
+    // (`tideway sync run` still needs it).
+    let env = |v: &str| Some(std::env::var(v).unwrap_or_else(|_| format!("unset-{v}")));
+    let activation = match Activation::load(&project.dir, &env) {
         Ok(a) => a,
         Err(tideway_activate::ActivateError::Config(e)) => return Ok(e.0),
         Err(e) => return Err(e.into()),

@@ -362,6 +362,37 @@ fn the_demo_runs_and_leaves_a_working_project() {
         "{status}"
     );
     assert!(ok(&tideway(&dir, &["plan"])).contains("no changes"));
+    // Syncs: the lead score reached Customer.io, a second run sent only the changed users, and
+    // the old/new-truth transformation updated Salesforce Accounts; compile checks sync files.
+    assert!(
+        stdout.contains("Customer.io now holds 300 people"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(only those users)"), "{stdout}");
+    assert!(
+        stdout.contains("Accounts updated") && stdout.contains("\"Plan__c\""),
+        "{stdout}"
+    );
+    let syncs = ok(&tideway(&dir, &["sync", "status"]));
+    assert!(
+        syncs.contains("leads_to_customerio") && syncs.contains("accounts_to_salesforce"),
+        "{syncs}"
+    );
+    ok(&tideway(&dir, &["compile"]));
+    let out = ok(&tideway(
+        &dir,
+        &[
+            "transform",
+            "test",
+            "old_new_truth",
+            "--event",
+            r#"{"type":"identify","userId":"u1","traits":{"account_id":"0015g0000000001AAA","new_truth":"[[\"plan\",\"pro\"]]"}}"#,
+        ],
+    ));
+    assert!(
+        out.contains("\"Salesforce\": true") && out.contains("\"plan\": \"pro\""),
+        "{out}"
+    );
     // The project's models compile and run again from the command line; a typo is refused
     // with its place and the right name.
     ok(&tideway(&dir, &["run", "+marts.customer_health"]));
