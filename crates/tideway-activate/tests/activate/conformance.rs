@@ -26,10 +26,13 @@ struct Subject {
     secret: String,
     /// An event this destination's API refuses.
     invalid: OutboundEvent,
+    /// A valid event for this destination, the `i`-th.
+    event: fn(usize) -> OutboundEvent,
     /// How many of the conformance events the service holds.
     stored: Box<dyn Fn() -> usize>,
-    /// Limit the service to this many requests per second (its 429s).
-    throttle: Box<dyn Fn(f64)>,
+    /// Make the service refuse calls for a while as it does when a limit is reached (429, or
+    /// the vendor's own code), or lift that (`false`).
+    throttle: Box<dyn Fn(bool)>,
 }
 
 fn identify(i: usize) -> OutboundEvent {
@@ -68,7 +71,7 @@ async fn conformance(s: Subject) {
     assert!(!err.message.contains(&s.secret), "{err}");
 
     // One outcome per event, in order; the refused event alone is refused.
-    let mut events: Vec<OutboundEvent> = (0..25).map(identify).collect();
+    let mut events: Vec<OutboundEvent> = (0..25).map(s.event).collect();
     events.insert(7, s.invalid.clone());
     let out = s
         .destination
@@ -93,9 +96,9 @@ async fn conformance(s: Subject) {
     }
     assert_eq!((s.stored)(), 25, "each valid event stored once");
 
-    // Rate limits: 429s are retried after their wait and nothing is lost.
-    (s.throttle)(5.0);
-    let more: Vec<OutboundEvent> = (100..112).map(identify).collect();
+    // Rate limits: refusals for a limit are retried after their wait and nothing is lost.
+    (s.throttle)(true);
+    let more: Vec<OutboundEvent> = (100..112).map(s.event).collect();
     let single = Arc::new(OneByOne(s.destination.clone()));
     let results = Delivery::new(single, fast()).deliver(&more, &|_| {}).await;
     assert!(
@@ -107,10 +110,10 @@ async fn conformance(s: Subject) {
         "some calls met the rate limit"
     );
     assert_eq!((s.stored)(), 37);
-    (s.throttle)(10_000.0);
+    (s.throttle)(false);
 
     // An unreachable service is an outage: retried, never refused.
-    let out = s.unreachable.deliver(&[identify(1)]).await;
+    let out = s.unreachable.deliver(&[(s.event)(1)]).await;
     assert!(matches!(&out[0], Outcome::Retry { .. }), "{out:?}");
 
     // The inspector keeps requests, never the secret.
@@ -191,7 +194,8 @@ async fn the_webhook_conforms() {
                 .filter(|e| e["type"] == "identify")
                 .count()
         }),
-        throttle: Box::new(move |rps| throttled.set_requests_per_second(Some(rps))),
+        event: identify,
+        throttle: Box::new(move |on| throttled.set_requests_per_second(on.then_some(5.0))),
     })
     .await;
 }
@@ -219,8 +223,110 @@ async fn customerio_conforms() {
         unreachable: Arc::new(customerio::build("cio", config("http://127.0.0.1:9", &key))),
         secret: key.clone(),
         invalid,
+        event: identify,
         stored: Box::new(move || counted.people().len()),
-        throttle: Box::new(move |rps| throttled.set_requests_per_second(rps)),
+        throttle: Box::new(move |on| {
+            throttled.set_requests_per_second(if on { 5.0 } else { 10_000.0 })
+        }),
+    })
+    .await;
+}
+
+/// A contact with HubSpot's default properties (an unknown property fails the whole batch).
+fn hubspot_contact(i: usize) -> OutboundEvent {
+    let mut e = identify(i);
+    e.event["traits"] =
+        json!({"email": format!("u{i}@example.com"), "firstname": format!("Ann {i}")});
+    e
+}
+
+#[tokio::test]
+async fn hubspot_conforms() {
+    use tideway_activate::destination::hubspot::{self, HubSpotConfig};
+    use tideway_activate::fake::hubspot::{FakeOptions, start};
+    let fake = Arc::new(start(FakeOptions::default()).await.unwrap());
+    let token = fake.access_token().to_string();
+    let config = |url: &str, token: &str| {
+        let mut c = HubSpotConfig::new(Secret::new(token));
+        c.base_url = Some(url.to_string());
+        c
+    };
+    // HubSpot refuses a contact whose email is not an email (a per-input error).
+    let mut invalid = hubspot_contact(999);
+    invalid.event["traits"]["email"] = json!("not-an-email");
+    let (counted, throttled) = (fake.clone(), fake.clone());
+    conformance(Subject {
+        destination: Arc::new(hubspot::build("hs", config(fake.base_url(), &token))),
+        wrong_key: Arc::new(hubspot::build(
+            "hs",
+            config(fake.base_url(), "pat-na1-wrong-0000"),
+        )),
+        unreachable: Arc::new(hubspot::build("hs", config("http://127.0.0.1:9", &token))),
+        secret: token.clone(),
+        invalid,
+        event: hubspot_contact,
+        stored: Box::new(move || counted.contacts().len()),
+        // HubSpot limits a rolling 10 s window: 8 calls in 10 s.
+        throttle: Box::new(move |on| {
+            throttled.set_requests_per_second(if on { 0.8 } else { 1000.0 })
+        }),
+    })
+    .await;
+}
+
+/// A Contact as the Salesforce fake's schema takes it (LastName is required there).
+fn contact(i: usize) -> OutboundEvent {
+    OutboundEvent {
+        origin: format!("c{i}"),
+        op: Op::Upsert,
+        event: json!({
+            "type": "identify",
+            "userId": format!("c{i}"),
+            "messageId": format!("m-{i}"),
+            "traits": {"LastName": format!("Doe {i}"), "Email": format!("c{i}@example.com"), "Lead_Score__c": i},
+        }),
+    }
+}
+
+#[tokio::test]
+async fn salesforce_conforms() {
+    use tideway_activate::destination::salesforce::{self, Auth, SalesforceConfig};
+    use tideway_activate::fake::salesforce::{FakeOptions, start};
+    let fake = Arc::new(start(FakeOptions::default()).await.unwrap());
+    let secret = fake.client_secret().to_string();
+    let client_id = fake.client_id().to_string();
+    let config = |url: &str, secret: &str| {
+        let mut c = SalesforceConfig::new(
+            url,
+            Auth::ClientCredentials {
+                client_id: client_id.clone(),
+                client_secret: Secret::new(secret),
+                login_url: None,
+            },
+        );
+        c.external_id_field = "External_Id__c".into();
+        c
+    };
+    // Salesforce refuses a field the object does not have (INVALID_FIELD for that record).
+    let mut invalid = contact(999);
+    invalid.event["traits"]["Favourite_Colour__c"] = json!("teal");
+    let (counted, throttled) = (fake.clone(), fake.clone());
+    conformance(Subject {
+        destination: Arc::new(salesforce::build("sf", config(fake.base_url(), &secret))),
+        wrong_key: Arc::new(salesforce::build(
+            "sf",
+            config(fake.base_url(), "wrong-secret-0000"),
+        )),
+        unreachable: Arc::new(salesforce::build(
+            "sf",
+            config("http://127.0.0.1:9", &secret),
+        )),
+        secret: secret.clone(),
+        invalid,
+        event: contact,
+        stored: Box::new(move || counted.records("Contact").len()),
+        // Salesforce meters API calls per org: REQUEST_LIMIT_EXCEEDED for the next calls.
+        throttle: Box::new(move |on| throttled.set_request_limit_exceeded(if on { 3 } else { 0 })),
     })
     .await;
 }
