@@ -16,6 +16,7 @@
 //! | present, same hash | accepted | nothing |
 //! | gone | accepted | removed |
 //! | gone | never accepted | forgotten (its pending retry is dropped from the state) |
+//! | present or gone | `sending` (a run crashed while delivering it) | sent again: added, changed or removed, whatever its hash |
 
 use std::sync::Arc;
 
@@ -125,6 +126,7 @@ pub mod col {
     pub const OLD_HASH: &str = "__tideway_old_hash";
     pub const OLD_PAYLOAD: &str = "__tideway_old_payload";
     pub const ATTEMPTS: &str = "__tideway_attempts";
+    pub const OLD_STATUS: &str = "__tideway_old_status";
 }
 
 /// The query that yields the rows to act on. `columns` are the source columns read (mapped
@@ -150,25 +152,28 @@ pub fn diff_sql(
     let Some(state) = state else {
         return format!(
             "SELECT src.*, CAST(NULL AS VARCHAR) AS {ok}, arrow_cast(NULL, 'Binary') AS {oh}, \
-             CAST(NULL AS VARCHAR) AS {op}, CAST(0 AS BIGINT) AS {at} FROM ({src}) src",
+             CAST(NULL AS VARCHAR) AS {op}, CAST(0 AS BIGINT) AS {at}, CAST(NULL AS VARCHAR) AS {os} \
+             FROM ({src}) src",
             ok = col::OLD_KEY,
             oh = col::OLD_HASH,
             op = col::OLD_PAYLOAD,
             at = col::ATTEMPTS,
+            os = col::OLD_STATUS,
         );
     };
     format!(
         "SELECT src.*, st.key AS {ok}, st.hash AS {oh}, st.payload AS {op}, \
-         coalesce(st.attempts, 0) AS {at} \
+         coalesce(st.attempts, 0) AS {at}, st.status AS {os} \
          FROM ({src}) src FULL OUTER JOIN \
-         (SELECT key, hash, dead_hash, payload, attempts FROM {state} WHERE sync = {name}) st \
+         (SELECT key, hash, dead_hash, payload, attempts, status FROM {state} WHERE sync = {name}) st \
          ON src.{k} = st.key \
-         WHERE src.{k} IS NULL OR st.key IS NULL \
+         WHERE src.{k} IS NULL OR st.key IS NULL OR st.status = 'sending' \
          OR ((src.{h} IS DISTINCT FROM st.hash) AND (src.{h} IS DISTINCT FROM st.dead_hash))",
         ok = col::OLD_KEY,
         oh = col::OLD_HASH,
         op = col::OLD_PAYLOAD,
         at = col::ATTEMPTS,
+        os = col::OLD_STATUS,
         k = col::KEY,
         h = col::HASH,
         name = literal(sync),

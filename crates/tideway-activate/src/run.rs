@@ -26,6 +26,9 @@ use crate::state::{self, DeadRow, LogRow, RunCounts, StateRow};
 use crate::transform::{Limits, Source, Transformation};
 use crate::{ActivateError, Result};
 
+/// The state of a row being delivered (see the write-ahead in `chunk`).
+const SENDING: &str = "sending";
+
 /// How a run behaves.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -90,6 +93,8 @@ struct DiffRow {
     old_key: Option<String>,
     old_payload: Option<String>,
     attempts: i64,
+    /// The state row's status: `sending` when a run crashed while delivering this row.
+    old_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,10 +404,14 @@ impl SyncJob {
         let mut outgoing: Vec<(usize, Change, Value, Value)> = Vec::new();
         let counts = &mut report.counts;
         for (i, row) in rows.iter().enumerate() {
+            // A row a crashed run was delivering may be at the destination: gone now, it is
+            // removed there too.
+            let sending = row.old_status.as_deref() == Some(SENDING);
             let change = match (&row.values, &row.old_key, &row.old_hash) {
                 (Some(_), _, None) => Change::Added,
                 (Some(_), _, Some(_)) => Change::Changed,
                 (None, Some(_), Some(_)) => Change::Removed,
+                (None, Some(_), None) if sending => Change::Removed,
                 (None, Some(_), None) => Change::Forgotten,
                 (None, None, _) => continue,
             };
@@ -544,6 +553,32 @@ impl SyncJob {
         if options.dry_run {
             return Ok(());
         }
+        // Write ahead: the rows about to go out are marked `sending` (their accepted version
+        // kept), so that after a crash mid-delivery the next run sends them again, or removes
+        // them if they left the source, even when they were never accepted.
+        let intents: Vec<StateRow> = outgoing
+            .iter()
+            .filter(|(_, change, _, _)| matches!(change, Change::Added | Change::Changed))
+            .map(|(i, _, _, _)| {
+                let row = &rows[*i];
+                StateRow {
+                    key: row.key.clone().unwrap_or_default(),
+                    hash: row.old_hash.clone(),
+                    payload: row.old_payload.clone().or_else(|| {
+                        row.values
+                            .as_ref()
+                            .map(|v| Value::Object(v.clone()).to_string())
+                    }),
+                    dead_hash: None,
+                    status: SENDING,
+                    attempts: row.attempts,
+                    message: None,
+                    delete: false,
+                }
+            })
+            .collect();
+        self.commit(lake, plan, Vec::new(), intents, Vec::new())
+            .await?;
         let base = seen.delivered;
         let delivered_so_far = std::sync::atomic::AtomicU64::new(0);
         let outcomes = delivery
@@ -1051,6 +1086,7 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
     let old_keys = strings(batch, col::OLD_KEY)?;
     let old_hashes = binaries(batch, col::OLD_HASH)?;
     let old_payloads = strings(batch, col::OLD_PAYLOAD)?;
+    let old_statuses = strings(batch, col::OLD_STATUS)?;
     let attempts = batch
         .column_by_name(col::ATTEMPTS)
         .map(|c| deltalake::arrow::compute::cast(c, &DataType::Int64))
@@ -1065,6 +1101,7 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
             old_hash: old_hashes[i].clone(),
             old_key: old_keys[i].clone(),
             old_payload: old_payloads[i].clone(),
+            old_status: old_statuses[i].clone(),
             attempts: attempts.as_ref().map_or(0, |a| {
                 a.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
                     .value(i)

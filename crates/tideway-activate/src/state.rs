@@ -2,7 +2,9 @@
 //!
 //! - `sync_state`: one row per (sync, key) the destination holds or that is waiting for a
 //!   retry: `hash` and `payload` of the version the destination last accepted (NULL if never),
-//!   `status` (`accepted`, `rejected`, `dead`), `attempts` (refusals since the last
+//!   `status` (`accepted`, `rejected`, `dead`, or `sending` while a chunk is being delivered:
+//!   written ahead, so a crash mid-delivery makes the next run send or remove the row again
+//!   even if it was never accepted), `attempts` (refusals since the last
 //!   acceptance), `dead_hash` (the version dead-lettered: not retried until it changes), the
 //!   last `run` and `message`. Merged by (sync, key) under the Delta transaction
 //!   `sync:<name>`, so the state moves exactly once per committed chunk.

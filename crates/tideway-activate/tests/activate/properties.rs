@@ -179,7 +179,7 @@ async fn check(steps: Vec<Step>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 20, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 20, ..ProptestConfig::default() })]
     #[test]
     fn syncs_deliver_every_version_once_accepted_through_failures_and_crashes(
         steps in prop::collection::vec(step(), 1..6)
