@@ -229,7 +229,7 @@ impl SyncJob {
     async fn plan(&self, lake: &Lake, started: chrono::DateTime<chrono::Utc>) -> Result<Plan> {
         let sync = &self.config;
         let source: TableName = sync.source.parse()?;
-        if lake.load(&source).await?.is_none() {
+        let Some(table) = lake.load(&source).await? else {
             return Err(ActivateError::Source {
                 sync: sync.name.clone(),
                 message: format!(
@@ -237,8 +237,8 @@ impl SyncJob {
                     sync.source, sync.source
                 ),
             });
-        }
-        let schema = lake.schema(&source).await?;
+        };
+        let schema = Lake::schema_of(&source, &table)?;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let problems = sync.check_columns(&columns);
         if !problems.is_empty() {

@@ -183,8 +183,7 @@ struct Store {
     unauthorized: u64,
     failed: u64,
     bucket: Bucket,
-    failure_rate: f64,
-    failure_debt: f64,
+    failures: super::Failures,
 }
 
 #[derive(Debug)]
@@ -235,8 +234,7 @@ pub async fn start(options: FakeOptions) -> std::io::Result<FakeCustomerIo> {
             unauthorized: 0,
             failed: 0,
             bucket: Bucket::new(options.requests_per_second),
-            failure_rate: options.failure_rate.clamp(0.0, 1.0),
-            failure_debt: 0.0,
+            failures: super::Failures::new(options.failure_rate),
         }),
         options,
     });
@@ -351,8 +349,7 @@ impl FakeCustomerIo {
     /// Changes the share of requests answered 500.
     pub fn set_failure_rate(&self, rate: f64) {
         let mut store = self.shared.store();
-        store.failure_rate = rate.clamp(0.0, 1.0);
-        store.failure_debt = 0.0;
+        store.failures = super::Failures::new(rate);
     }
 
     /// Changes the rate limit (and refills the bucket).
@@ -418,9 +415,7 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
         );
         return Some(response);
     }
-    store.failure_debt += store.failure_rate;
-    if store.failure_debt >= 1.0 - 1e-9 {
-        store.failure_debt -= 1.0;
+    if store.failures.strike() {
         store.failed += 1;
         return Some(
             (

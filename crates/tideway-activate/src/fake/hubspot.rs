@@ -201,8 +201,7 @@ struct Store {
     throttled: u64,
     unauthorized: u64,
     failed: u64,
-    failure_rate: f64,
-    failure_debt: f64,
+    failures: super::Failures,
     correlation: u64,
 }
 
@@ -281,8 +280,7 @@ pub async fn start(options: FakeOptions) -> std::io::Result<FakeHubSpot> {
             throttled: 0,
             unauthorized: 0,
             failed: 0,
-            failure_rate: options.failure_rate.clamp(0.0, 1.0),
-            failure_debt: 0.0,
+            failures: super::Failures::new(options.failure_rate),
             correlation: 0,
         }),
         options,
@@ -372,8 +370,7 @@ impl FakeHubSpot {
     /// Changes the share of requests answered 500.
     pub fn set_failure_rate(&self, rate: f64) {
         let mut store = self.shared.store();
-        store.failure_rate = rate.clamp(0.0, 1.0);
-        store.failure_debt = 0.0;
+        store.failures = super::Failures::new(rate);
     }
 
     /// Changes the burst limit to `rate` × 10 requests per rolling 10 seconds (and empties the
@@ -541,9 +538,7 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     }
     store.window.push_back(now);
     store.daily_used += 1;
-    store.failure_debt += store.failure_rate;
-    if store.failure_debt >= 1.0 - 1e-9 {
-        store.failure_debt -= 1.0;
+    if store.failures.strike() {
         store.failed += 1;
         let correlation = correlation_id(&mut store);
         let mut response = (
