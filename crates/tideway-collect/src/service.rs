@@ -166,6 +166,16 @@ impl Service {
         listener: tokio::net::TcpListener,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
+        self.serve_with(listener, axum::Router::new(), stop).await
+    }
+
+    /// [`Service::serve`], with more routes (the Profile API, ...) on the same listener.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        routes: axum::Router,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServiceError> {
         let Service {
             collector,
             log,
@@ -176,7 +186,7 @@ impl Service {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let app = router(collector.clone());
+        let app = router(collector.clone()).merge(routes);
         let http = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stopped(stop_rx.clone()))

@@ -222,6 +222,14 @@ struct RawProject {
     collect: RawCollect,
     #[serde(default)]
     destinations: BTreeMap<String, toml::Table>,
+    /// Checked by `tideway_unify::config::UnifyConfig::parse`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    unify: Option<toml::Table>,
+    /// Checked by `tideway_unify::churn::PredictConfig::parse_all`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    predict: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default)]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fake;
 pub mod http;
 pub mod jsonapi;
+pub mod kafka;
 pub mod kustomer;
 pub mod normalize;
 pub mod page;

@@ -199,6 +199,23 @@ Example:
         #[command(subcommand)]
         command: crate::sync::TransformCommand,
     },
+    /// Customer 360: stitch every identifier into stable profiles (`[unify]` in tideway.toml).
+    #[command(
+        after_help = "A run reads the identifier columns of every source table written since the last run (the\nwarehouse tables of each collect source, and [[unify.sources]]), stitches them into profiles\nunder the merge protection rules, and writes profiles.identity_map, profiles.profiles,\nprofiles.profile_merges, profiles.refused_edges and profiles.identity_links.\n\nExample:\n  tideway unify\n  tideway unify explain email:ann@example.com\n  tideway unify report"
+    )]
+    Unify {
+        #[command(subcommand)]
+        command: Option<crate::unify::UnifyCommand>,
+    },
+    /// Churn prediction: train a model on a features table, score every row with it
+    /// (`[predict.NAME]` in tideway.toml).
+    #[command(
+        after_help = "Example:\n  tideway predict train churn      # AUC, PR-AUC, calibration, top features; stored as the next version\n  tideway predict score churn      # scores by id into `output`, and by profile into profiles.churn_scores"
+    )]
+    Predict {
+        #[command(subcommand)]
+        command: crate::unify::PredictCommand,
+    },
     /// Benchmarks on the shared workloads (results belong in BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -317,6 +334,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let project = Project::find(cli.project.as_deref())?;
             crate::sync::command(&project, command).await
         }
+        Command::Predict { command } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::unify::predict_command(&project, command).await
+        }
+        Command::Unify { command } => {
+            let project = Project::find(cli.project.as_deref())?;
+            crate::unify::command(&project, command).await
+        }
         Command::Transform { command } => {
             let project = Project::find(cli.project.as_deref())?;
             crate::sync::transform_command(&project, command)
@@ -385,9 +410,31 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
         project.clone(),
         std::time::Duration::from_secs(5),
     ));
-    service.serve(listener, stop).await?;
+    // The Profile API shares the collector's listener, behind the admin token.
+    let (routes, index) = match std::env::var(crate::profile_api::TOKEN_VAR) {
+        Ok(token) if !token.is_empty() => {
+            let (routes, task) = crate::profile_api::routes(
+                project.lake().await?,
+                token,
+                std::time::Duration::from_secs(2),
+            )
+            .await?;
+            eprintln!("profile API on http://{listen}/v1/profiles/{{type}}:{{value}}");
+            (routes, Some(task))
+        }
+        _ => (axum::Router::new(), None),
+    };
+    let unify = tokio::spawn(crate::unify::schedule_loop(
+        project.clone(),
+        std::time::Duration::from_secs(30),
+    ));
+    service.serve_with(listener, routes, stop).await?;
     scheduler.abort();
     syncs.abort();
+    unify.abort();
+    if let Some(index) = index {
+        index.abort();
+    }
     eprintln!("stopped: every received event is in the lake");
     Ok(())
 }

@@ -51,7 +51,7 @@ const LAST: &[&str] = &[
 pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
-    let bar = ProgressBar::new(11);
+    let bar = ProgressBar::new(12);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
@@ -67,7 +67,8 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         dir.join("tideway.toml"),
         crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo")
             + crate::demo_traffic::COLLECT_TOML
-            + &crate::demo_sync::destinations_toml(&customerio, &salesforce),
+            + &crate::demo_sync::destinations_toml(&customerio, &salesforce)
+            + crate::demo_unify::UNIFY_TOML,
     )?;
     let project = Project::open(dir)?;
     let lake = project.lake().await?;
@@ -168,6 +169,9 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         .await?;
     bar.inc(1);
 
+    bar.set_message("Customer 360 data: clicks and CRM documents with differing fields");
+    crate::demo_unify::prepare(&project, &lake, customers).await?;
+
     bar.set_message("models: compiling and running the customer-health pipeline and a lead score");
     let model_runs = crate::demo_models::run(&project, &lake, customers).await?;
     let insight = crate::demo_models::insight(&project, &lake).await?;
@@ -187,6 +191,10 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
 
     bar.set_message("syncs: the lead score to Customer.io, changed accounts to Salesforce");
     let synced = crate::demo_sync::run(&project, &lake, &customerio, &salesforce).await?;
+    bar.inc(1);
+
+    bar.set_message("unify: stitching web visitors, app users and Kustomer customers into profiles");
+    let unified = crate::demo_unify::run(&project, &lake).await?;
     bar.inc(1);
     bar.finish_and_clear();
 
@@ -265,6 +273,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         output::print_rows(&rows)?;
     }
     crate::demo_sync::print(&synced);
+    crate::demo_unify::print(&unified);
     println!(
         "Where the health score comes from (tideway lineage marts.customer_health.health_score --upstream):"
     );

@@ -73,7 +73,10 @@ async fn send(addr: SocketAddr, customers: usize) -> Result<Traffic> {
     // Web: analytics.js posts one event per request, `text/plain`, the write key in the body.
     for v in 0..visitors {
         let anon = format!("anon-{v:05}");
-        let user = (v % 3 == 0).then(|| format!("cus_{:05}", rng.random_range(0..customers)));
+        // A third of the visitors log in as customer n, whose e-mail is the one Kustomer has
+        // for its customer n: unify joins them.
+        let n = (v % 3 == 0).then(|| rng.random_range(0..customers));
+        let user = n.map(|n| format!("cus_{n:05}"));
         for _ in 0..rng.random_range(1..6) {
             let (path, title) = PAGES[rng.random_range(0..PAGES.len())];
             let sent = now - chrono::TimeDelta::seconds(rng.random_range(0..86_400));
@@ -101,7 +104,7 @@ async fn send(addr: SocketAddr, customers: usize) -> Result<Traffic> {
             let plan = ["free", "pro"][v % 2];
             let body = json!({
                 "type": "identify", "anonymousId": anon, "userId": user,
-                "traits": {"email": format!("{user}@example.com"), "plan": plan},
+                "traits": {"email": format!("Customer{}@Example.com", n.unwrap_or_default()), "plan": plan},
                 "writeKey": "wk_demo_web",
             });
             post(

@@ -10,12 +10,15 @@ mod demo_extract;
 mod demo_models;
 mod demo_sync;
 mod demo_traffic;
+mod demo_unify;
 mod extract;
 mod models;
 mod output;
+mod profile_api;
 mod project;
 mod scaffold;
 mod sync;
+mod unify;
 
 use std::process::ExitCode;
 

@@ -372,6 +372,7 @@ pub async fn compile_command(
 ) -> Result<()> {
     let (compiled, elapsed) = compile_project(project).await?;
     let sync_problems = crate::sync::check_syncs(project, &compiled).await?;
+    let unify_problems = crate::unify::check(project);
     if let Some(name) = model
         && compiled.models.find(name).is_none()
     {
@@ -457,8 +458,14 @@ pub async fn compile_command(
             compiled.diagnostics.len()
         );
     }
+    for d in &unify_problems {
+        eprintln!("error[unify]: {d}\n");
+    }
     if !sync_problems.is_empty() {
         bail!("the sync files have {} error(s)", sync_problems.len());
+    }
+    if !unify_problems.is_empty() {
+        bail!("the [unify] section has {} error(s)", unify_problems.len());
     }
     Ok(())
 }

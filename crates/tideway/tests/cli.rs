@@ -345,7 +345,7 @@ fn the_demo_runs_and_leaves_a_working_project() {
              (SELECT count(DISTINCT model) FROM _tideway.model_runs) AS models",
         ],
     ));
-    assert_eq!(csv, "health,leads,models\n300,300,14\n");
+    assert_eq!(csv, "health,leads,models\n300,300,15\n");
     // Lineage and impact analysis in the demo's output.
     assert!(
         stdout
@@ -393,6 +393,40 @@ fn the_demo_runs_and_leaves_a_working_project() {
         out.contains("\"Salesforce\": true") && out.contains("\"plan\": \"pro\""),
         "{out}"
     );
+    // Customer 360: web visitors, app users, Kustomer and CRM customers stitched into
+    // profiles, a churn model trained and its scores written back by customer and by profile,
+    // and the Profile API answering with them.
+    for want in [
+        "Web performance by os, browser and url",
+        "Customer 360 (tideway unify)",
+        "profiles by size:",
+        "Churn model (tideway predict train churn",
+        "profiles into profiles.churn_scores",
+        "joined via",
+        "\"churn_scores\"",
+    ] {
+        assert!(stdout.contains(want), "{want} missing from:\n{stdout}");
+    }
+    let again = ok(&tideway(&dir, &["unify"]));
+    assert!(again.contains("nothing new since run 1"), "{again}");
+    let report = ok(&tideway(&dir, &["unify", "report"]));
+    assert!(report.contains("refused by rule") || report.contains("refused: none"), "{report}");
+    let explained = ok(&tideway(&dir, &["unify", "explain", "user_id:cus_00001"]));
+    assert!(explained.contains("user_id:cus_00001"), "{explained}");
+    let e = err(&tideway(&dir, &["unify", "explain", "email:nobody@nowhere.example"]));
+    assert!(e.contains("no profile holds `email:nobody@nowhere.example`"), "{e}");
+    let csv = ok(&tideway(
+        &dir,
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT user_id) AS ids, \
+             min(churn_probability) >= 0 AND max(churn_probability) <= 1 AS probabilities \
+             FROM crm.realtime_churn_predictions",
+        ],
+    ));
+    assert_eq!(csv, "n,ids,probabilities\n300,300,true\n");
     // The project's models compile and run again from the command line; a typo is refused
     // with its place and the right name.
     ok(&tideway(&dir, &["run", "+marts.customer_health"]));
@@ -1057,4 +1091,40 @@ fn a_sync_plans_runs_reports_and_compile_checks_sync_files() {
         "{e}"
     );
     sink.stop();
+}
+
+/// The acceptance check of churn prediction: the demo's churn model (clicks joined with the
+/// CRM documents, `churn_risk >= 20`) reaches a test AUC within 0.02 of scikit-learn's
+/// HistGradientBoostingClassifier trained on the same encoded features and the same split
+/// (`.ci/run` installs scikit-learn and sets TIDEWAY_PYTHON).
+#[test]
+fn the_demo_churn_model_is_within_0_02_auc_of_scikit_learn() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    ok(&Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo", "--customers", "3000", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap());
+    let csv = scratch.path().join("churn.csv");
+    let out = ok(&tideway(
+        &dir,
+        &["predict", "train", "churn", "-f", "json", "--export-csv", csv.to_str().unwrap()],
+    ));
+    let trained: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let auc = trained["report"]["auc"].as_f64().unwrap();
+    assert!(auc > 0.7, "the demo's churn signal is learnable: AUC {auc}");
+    let python = std::env::var("TIDEWAY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tideway-unify/tests/compare_sklearn.py");
+    let out = Command::new(&python)
+        .args([script, "--csv", csv.to_str().unwrap(), "--tideway-auc", &auc.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Tideway's AUC is not within 0.02 of scikit-learn's, or sklearn could not run (`.ci/run` installs scikit-learn, pandas and sets TIDEWAY_PYTHON):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
 }
