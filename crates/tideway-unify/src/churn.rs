@@ -36,7 +36,7 @@ use tideway_lake::{Lake, SqlOutput, TableName};
 use crate::error::{Result, UnifyError};
 use crate::explain::literal;
 use crate::predict::{self, Dataset, Model, Report, Split, TrainOptions};
-use crate::run::{IDENTITY_MAP, table};
+use crate::run::{IDENTITY_MAP, table as unify_table};
 
 /// How many values of a text column become one-hot features.
 pub const MAX_CATEGORIES: usize = 20;
@@ -519,7 +519,7 @@ pub async fn score(lake: &Lake, config: &PredictConfig) -> Result<Scored> {
     // By profile: the highest score among the profile's ids of `id_type`.
     let mut profiles = None;
     if let Some(kind) = &config.id_type
-        && lake.load(&table(IDENTITY_MAP)).await?.is_some()
+        && lake.load(&unify_table(IDENTITY_MAP)).await?.is_some()
     {
         let p = format!("{}_probability", config.name);
         let q = format!("{}_percentile", config.name);
@@ -528,13 +528,13 @@ pub async fn score(lake: &Lake, config: &PredictConfig) -> Result<Scored> {
              max(s.model_version) AS model_version, max(s.scored_at) AS scored_at \
              FROM {output} s JOIN {} m ON m.id_type = {} AND m.id_value = s.\"{}\" \
              GROUP BY m.profile_id",
-            table(IDENTITY_MAP),
+            unify_table(IDENTITY_MAP),
             literal(kind),
             config.id
         );
         if let SqlOutput::Rows(rows) = lake.sql(&sql).await? {
             profiles = Some(rows.num_rows());
-            let target = table(&format!("{}_scores", config.name));
+            let target = unify_table(&format!("{}_scores", config.name));
             lake.overwrite(&target, rows.batches).await?;
         }
     }

@@ -119,9 +119,9 @@ struct RawType {
 #[serde(untagged)]
 enum RawLimit {
     /// `limit = false`: no limit (the built-in types have one).
-    Off(Spanned<bool>),
+    Off(bool),
     Max(u32),
-    Windowed { max: u32, window: Spanned<String> },
+    Windowed { max: u32, window: String },
 }
 
 #[derive(Deserialize)]
@@ -179,9 +179,9 @@ impl UnifyConfig {
             match &t.limit {
                 None => {}
                 Some(RawLimit::Off(on)) => {
-                    if *on.get_ref() {
+                    if *on {
                         diags.at(
-                            Some(on.span()),
+                            None,
                             format!("`limit` of `{name}` is a number, `{{ max = 5, window = \"7d\" }}`, or false for none"),
                         );
                     }
@@ -193,7 +193,7 @@ impl UnifyConfig {
                         window_ms: None,
                     })
                 }
-                Some(RawLimit::Windowed { max, window }) => match parse_interval(window.get_ref()) {
+                Some(RawLimit::Windowed { max, window }) => match parse_interval(window) {
                     Some(d) => {
                         rules.types[i].limit = Some(Limit {
                             max: *max,
@@ -201,10 +201,9 @@ impl UnifyConfig {
                         })
                     }
                     None => diags.at(
-                        Some(window.span()),
+                        None,
                         format!(
-                            "limit window `{}` of `{name}` is not a duration such as \"7d\", \"24h\" or \"weekly\"",
-                            window.get_ref()
+                            "limit window `{window}` of `{name}` is not a duration such as \"7d\", \"24h\" or \"weekly\""
                         ),
                     ),
                 },

@@ -517,7 +517,8 @@ impl Graph {
             self.join(top, ids[k], ts, source, row, applied);
         }
         for &n in ids.iter() {
-            if self.slot[self.find(n) as usize] == NONE {
+            let root = self.find(n);
+            if self.slot[root as usize] == NONE {
                 self.create(n, ts);
                 applied.new_profiles += 1;
             }
@@ -671,7 +672,7 @@ impl Graph {
             row_len: row.len() as u32,
         };
         self.link_rows.push_str(row);
-        let (mut sa, mut sb) = (self.slot[ra as usize], self.slot[rb as usize]);
+        let (mut sa, sb) = (self.slot[ra as usize], self.slot[rb as usize]);
         if sa == NONE && sb == NONE {
             sa = self.create(a, ts);
             applied.new_profiles += 1;
@@ -772,8 +773,10 @@ impl Graph {
 
     /// The seen identifiers among nodes `range`, with their profiles.
     pub fn identities_in(&mut self, range: std::ops::Range<usize>) -> Vec<Identity> {
-        (range.start as Node..range.end.min(self.len()) as Node)
+        let seen: Vec<Node> = (range.start as Node..range.end.min(self.len()) as Node)
             .filter(|&n| self.first_seen[n as usize] != i64::MAX)
+            .collect();
+        seen.into_iter()
             .map(|n| {
                 let profile = self.profile_of(n).expect("a seen identifier has a profile");
                 Identity {

@@ -75,10 +75,11 @@ impl ProfileIndex {
         };
         for b in &rows.batches {
             let (p, k, v) = (
-                b.column(0).as_string::<i32>(),
-                b.column(1).as_string::<i32>(),
-                b.column(2).as_string::<i32>(),
+                crate::run::utf8(b.column(0))?,
+                crate::run::utf8(b.column(1))?,
+                crate::run::utf8(b.column(2))?,
             );
+            let (p, k, v) = (p.as_string::<i32>(), k.as_string::<i32>(), v.as_string::<i32>());
             for i in 0..b.num_rows() {
                 let slot = index.slot(p.value(i));
                 let id = (k.value(i).to_string(), v.value(i).to_string());

@@ -48,6 +48,11 @@ pub fn table(name: &str) -> TableName {
     TableName::new(SCHEMA, name).expect("a valid table name")
 }
 
+/// `a` as a `Utf8` array (the lake's scans may give `Utf8View`).
+pub(crate) fn utf8(a: &ArrayRef) -> Result<ArrayRef> {
+    Ok(deltalake::arrow::compute::cast(a, &DataType::Utf8)?)
+}
+
 fn runs_table() -> TableName {
     TableName::new(tideway_lake::SYSTEM_SCHEMA, RUNS).expect("a valid table name")
 }
@@ -185,8 +190,8 @@ async fn run_rows(lake: &Lake) -> Result<Vec<RunRow>> {
     let mut out = Vec::new();
     for b in &rows.batches {
         let run = b.column(0).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let status = b.column(1).as_string::<i32>();
-        let sources = b.column(2).as_string::<i32>();
+        let (status, sources) = (utf8(b.column(1))?, utf8(b.column(2))?);
+        let (status, sources) = (status.as_string::<i32>(), sources.as_string::<i32>());
         let im = b.column(3).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let pv = b.column(4).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         for i in 0..b.num_rows() {
@@ -354,7 +359,8 @@ pub async fn restore(lake: &Lake, config: &UnifyConfig, state: Option<(i64, i64)
     ])?;
     let mut profiles = Vec::new();
     for b in profiles_df.collect().await? {
-        let id = b.column(0).as_string::<i32>();
+        let id = utf8(b.column(0))?;
+        let id = id.as_string::<i32>();
         let c = b.column(1).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let u = b.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let m = b.column(3).as_primitive::<deltalake::arrow::datatypes::UInt32Type>();
@@ -377,12 +383,12 @@ pub async fn restore(lake: &Lake, config: &UnifyConfig, state: Option<(i64, i64)
     let mut stream = map.execute_stream().await?;
     while let Some(b) = stream.next().await {
         let b = b?;
-        let kind = b.column(0).as_string::<i32>();
-        let value = b.column(1).as_string::<i32>();
-        let pid = b.column(2).as_string::<i32>();
+        let (kind, value, pid) = (utf8(b.column(0))?, utf8(b.column(1))?, utf8(b.column(2))?);
+        let (kind, value, pid) = (kind.as_string::<i32>(), value.as_string::<i32>(), pid.as_string::<i32>());
         let first = b.column(3).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let last = b.column(4).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let source = b.column(5).as_string::<i32>();
+        let source = utf8(b.column(5))?;
+        let source = source.as_string::<i32>();
         for i in 0..b.num_rows() {
             let profile = ProfileId::parse(pid.value(i)).ok_or_else(|| {
                 UnifyError::Internal(format!(
@@ -428,19 +434,19 @@ async fn read_source(
             )))
         }
     };
-    let utf8 = |c: &str| cast(ident(c), DataType::Utf8);
+    let text = |c: &str| cast(ident(c), DataType::Utf8);
     let mut exprs = Vec::new();
     let mut kinds = Vec::new();
     for (kind, column) in &source.ids {
         need(column, &format!("`{kind}`"))?;
-        exprs.push(utf8(column));
+        exprs.push(text(column));
         kinds.push(Some(graph.type_index(kind)));
     }
     for (type_column, value_column) in &source.typed {
         need(type_column, "type")?;
         need(value_column, "value")?;
-        exprs.push(utf8(type_column));
-        exprs.push(utf8(value_column));
+        exprs.push(text(type_column));
+        exprs.push(text(value_column));
     }
     let time = match &source.time {
         Some(t) => {
@@ -463,22 +469,29 @@ async fn read_source(
         need(k, "key")?;
     }
     exprs.push(match &source.key {
-        Some(k) => utf8(k),
+        Some(k) => text(k),
         None => lit(""),
     });
+    // Two roles may read one column (an id that is also the key): name each output.
+    let exprs = exprs
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.alias(format!("c{i}")))
+        .collect::<Vec<_>>();
     let df = df.select(exprs)?;
     let src = graph.source_index(&source.table);
     let fixed = source.ids.len();
     let typed = source.typed.len();
     let mut stream = df.execute_stream().await?;
     let mut rows = 0u64;
-    let mut ids: Vec<(usize, &str)> = Vec::new();
     let mut typed_kinds: Vec<Vec<Option<usize>>> = Vec::new();
     while let Some(b) = stream.next().await {
         let b = b?;
-        let strings: Vec<&StringArray> = (0..fixed + 2 * typed)
-            .map(|i| b.column(i).as_string::<i32>())
-            .collect();
+        let mut ids: Vec<(usize, &str)> = Vec::new();
+        let owned: Vec<ArrayRef> = (0..fixed + 2 * typed)
+            .map(|i| utf8(b.column(i)))
+            .collect::<Result<_>>()?;
+        let strings: Vec<&StringArray> = owned.iter().map(|a| a.as_string::<i32>()).collect();
         // Types that are data: resolve each distinct name once per batch.
         typed_kinds.clear();
         for t in 0..typed {
@@ -490,7 +503,8 @@ async fn read_source(
             );
         }
         let ts = b.column(fixed + 2 * typed).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let key = b.column(fixed + 2 * typed + 1).as_string::<i32>();
+        let key = utf8(b.column(fixed + 2 * typed + 1))?;
+        let key = key.as_string::<i32>();
         for i in 0..b.num_rows() {
             ids.clear();
             for (c, kind) in kinds.iter().enumerate() {
@@ -632,8 +646,12 @@ fn history_batches(graph: &Graph, run: i64) -> Result<[(&'static str, Vec<Record
             Field::new(format!("{prefix}_value"), DataType::Utf8, true),
         ]
     };
-    let kind = |i: Option<&Ident>| i.map(|i| i.kind.as_str());
-    let value = |i: Option<&Ident>| i.map(|i| i.value.as_str());
+    fn kind(i: Option<&Ident>) -> Option<&str> {
+        i.map(|i| i.kind.as_str())
+    }
+    fn value(i: Option<&Ident>) -> Option<&str> {
+        i.map(|i| i.value.as_str())
+    }
 
     let m = &graph.merges;
     let mut fields = vec![

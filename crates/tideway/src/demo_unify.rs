@@ -37,7 +37,6 @@ ids = { kustomer_id = "_tideway_parent_id", email = "email" }
 [[unify.sources]]   # and its phones
 table = "kustomer.customers__phones"
 ids = { kustomer_id = "_tideway_parent_id", phone = "phone" }
-"#;
 
 [predict.churn]
 features = "marts.churn_features"

@@ -17,7 +17,7 @@ time = "updated_at"
 key = "id"
 "#;
 
-async fn lake(dir: &tempfile::TempDir) -> Lake {
+async fn open(dir: &tempfile::TempDir) -> Lake {
     Lake::open(dir.path().to_str().unwrap(), HashMap::new()).await.unwrap()
 }
 
@@ -76,7 +76,7 @@ fn sources() -> Vec<String> {
 #[tokio::test]
 async fn a_run_writes_the_profile_tables_and_the_next_run_reads_only_new_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = lake(&dir).await;
+    let lake = open(&dir).await;
     exec(&lake, DAY1).await;
     let config = UnifyConfig::parse(CONFIG, "tideway.toml").unwrap();
     let r1 = run(&lake, &config, &sources(), &()).await.unwrap();
@@ -119,7 +119,7 @@ async fn a_run_writes_the_profile_tables_and_the_next_run_reads_only_new_rows() 
 
     // Same as one run over both days.
     let dir2 = tempfile::tempdir().unwrap();
-    let once = lake(&dir2).await;
+    let once = open(&dir2).await;
     exec(&once, DAY1).await;
     exec(&once, DAY2).await;
     run(&once, &config, &sources(), &()).await.unwrap();
@@ -136,7 +136,7 @@ async fn a_run_writes_the_profile_tables_and_the_next_run_reads_only_new_rows() 
 async fn a_crash_at_any_step_then_a_rerun_gives_the_tables_of_an_uninterrupted_run() {
     let config = UnifyConfig::parse(CONFIG, "tideway.toml").unwrap();
     let clean_dir = tempfile::tempdir().unwrap();
-    let clean = lake(&clean_dir).await;
+    let clean = open(&clean_dir).await;
     exec(&clean, DAY1).await;
     run(&clean, &config, &sources(), &()).await.unwrap();
     exec(&clean, DAY2).await;
@@ -146,7 +146,7 @@ async fn a_crash_at_any_step_then_a_rerun_gives_the_tables_of_an_uninterrupted_r
     for point in [CrashPoint::Planned, CrashPoint::History, CrashPoint::Profiles, CrashPoint::IdentityMap] {
         for crash_run in [1, 2] {
             let dir = tempfile::tempdir().unwrap();
-            let lake = lake(&dir).await;
+            let lake = open(&dir).await;
             exec(&lake, DAY1).await;
             let at = |run| (run == crash_run).then_some(point);
             let e = run_until(&lake, &config, &sources(), &(), at(1)).await;
@@ -185,7 +185,7 @@ async fn a_crash_at_any_step_then_a_rerun_gives_the_tables_of_an_uninterrupted_r
 #[tokio::test]
 async fn a_missing_column_is_named_with_the_columns_that_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = lake(&dir).await;
+    let lake = open(&dir).await;
     exec(&lake, "CREATE TABLE crm.contacts (id VARCHAR, mail VARCHAR, external_id VARCHAR, updated_at TIMESTAMP); INSERT INTO crm.contacts VALUES ('c1', 'a@b.io', NULL, TIMESTAMP '2026-11-01 09:00:00')").await;
     let config = UnifyConfig::parse(CONFIG, "tideway.toml").unwrap();
     let e = run(&lake, &config, &sources(), &()).await.unwrap_err().to_string();
