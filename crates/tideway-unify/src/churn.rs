@@ -92,7 +92,10 @@ struct RawPredict {
 
 impl PredictConfig {
     /// Every `[predict.NAME]` block of `text` (the project file, named `file`).
-    pub fn parse_all(text: &str, file: &str) -> std::result::Result<Vec<PredictConfig>, ConfigErrors> {
+    pub fn parse_all(
+        text: &str,
+        file: &str,
+    ) -> std::result::Result<Vec<PredictConfig>, ConfigErrors> {
         let mut diags = Diags::new(text, file);
         let only = isolate(text, &["predict"]);
         let top = match parse_collecting::<Top>(&only) {
@@ -106,17 +109,30 @@ impl PredictConfig {
         for (name, raw) in top.predict {
             let test_fraction = raw.test_fraction.unwrap_or(0.2);
             if !(test_fraction > 0.0 && test_fraction < 1.0) {
-                diags.at(None, format!("[predict.{name}] test_fraction {test_fraction} must be between 0 and 1"));
+                diags.at(
+                    None,
+                    format!(
+                        "[predict.{name}] test_fraction {test_fraction} must be between 0 and 1"
+                    ),
+                );
             }
-            for (key, table) in [("features", Some(&raw.features)), ("output", raw.output.as_ref())] {
+            for (key, table) in [
+                ("features", Some(&raw.features)),
+                ("output", raw.output.as_ref()),
+            ] {
                 if let Some(t) = table
                     && !t.contains('.')
                 {
-                    diags.at(None, format!("[predict.{name}] {key} `{t}` needs its schema: `schema.table`"));
+                    diags.at(
+                        None,
+                        format!("[predict.{name}] {key} `{t}` needs its schema: `schema.table`"),
+                    );
                 }
             }
             out.push(PredictConfig {
-                output: raw.output.unwrap_or_else(|| format!("profiles.{name}_predictions")),
+                output: raw
+                    .output
+                    .unwrap_or_else(|| format!("profiles.{name}_predictions")),
                 name,
                 features: raw.features,
                 id: raw.id,
@@ -194,26 +210,39 @@ impl Table {
     }
 
     fn column(&self, name: &str) -> &ArrayRef {
-        self.batch.column(self.batch.schema().index_of(name).expect("a known column"))
+        self.batch
+            .column(self.batch.schema().index_of(name).expect("a known column"))
     }
 
     fn ids(&self, config: &PredictConfig) -> Result<Vec<String>> {
         let ids = cast(self.column(&config.id), &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
         Ok((0..ids.len())
-            .map(|i| if ids.is_valid(i) { ids.value(i).to_string() } else { String::new() })
+            .map(|i| {
+                if ids.is_valid(i) {
+                    ids.value(i).to_string()
+                } else {
+                    String::new()
+                }
+            })
             .collect())
     }
 }
 
 fn names(b: &RecordBatch) -> Vec<String> {
-    b.schema().fields().iter().map(|f| f.name().clone()).collect()
+    b.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
 }
 
 fn floats(a: &ArrayRef) -> Result<Vec<f64>> {
     let a = cast(a, &DataType::Float64)?;
     let a = a.as_primitive::<Float64Type>();
-    Ok((0..a.len()).map(|i| if a.is_valid(i) { a.value(i) } else { f64::NAN }).collect())
+    Ok((0..a.len())
+        .map(|i| if a.is_valid(i) { a.value(i) } else { f64::NAN })
+        .collect())
 }
 
 /// Chooses how each column is encoded, from the training rows.
@@ -232,10 +261,18 @@ fn choose(table: &Table, config: &PredictConfig) -> Vec<Encoding> {
         let dt = f.data_type();
         if dt.is_numeric() || *dt == DataType::Boolean {
             out.push(Encoding::Number { column });
-        } else if matches!(dt, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) {
+        } else if matches!(
+            dt,
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+        ) {
             out.push(Encoding::Time { column });
-        } else if matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-            let Ok(text) = cast(table.column(&column), &DataType::Utf8) else { continue };
+        } else if matches!(
+            dt,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            let Ok(text) = cast(table.column(&column), &DataType::Utf8) else {
+                continue;
+            };
             let text = text.as_string::<i32>();
             let mut counts: HashMap<&str, usize> = HashMap::new();
             let (mut present, mut numeric) = (0usize, 0usize);
@@ -266,7 +303,11 @@ fn choose(table: &Table, config: &PredictConfig) -> Vec<Encoding> {
 }
 
 /// The feature columns of `table` under `encodings`.
-fn encode(table: &Table, encodings: &[Encoding], config: &PredictConfig) -> Result<(Vec<String>, Vec<Vec<f64>>)> {
+fn encode(
+    table: &Table,
+    encodings: &[Encoding],
+    config: &PredictConfig,
+) -> Result<(Vec<String>, Vec<Vec<f64>>)> {
     let have = names(&table.batch);
     let (mut names_out, mut columns) = (Vec::new(), Vec::new());
     for e in encodings {
@@ -297,7 +338,13 @@ fn encode(table: &Table, encodings: &[Encoding], config: &PredictConfig) -> Resu
                 names_out.push(column.clone());
                 columns.push(
                     (0..t.len())
-                        .map(|i| if t.is_valid(i) { t.value(i) as f64 / 86_400e6 } else { f64::NAN })
+                        .map(|i| {
+                            if t.is_valid(i) {
+                                t.value(i) as f64 / 86_400e6
+                            } else {
+                                f64::NAN
+                            }
+                        })
                         .collect(),
                 );
             }
@@ -344,10 +391,23 @@ fn options(config: &PredictConfig, table: &Table) -> Result<TrainOptions> {
                     config.name, config.features
                 )));
             }
-            let ts = cast(table.column(t), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let ts = cast(
+                table.column(t),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
             let ts = cast(&ts, &DataType::Int64)?;
             let ts = ts.as_primitive::<Int64Type>();
-            Split::ByTime((0..ts.len()).map(|i| if ts.is_valid(i) { ts.value(i) } else { i64::MIN }).collect())
+            Split::ByTime(
+                (0..ts.len())
+                    .map(|i| {
+                        if ts.is_valid(i) {
+                            ts.value(i)
+                        } else {
+                            i64::MIN
+                        }
+                    })
+                    .collect(),
+            )
         }
     };
     Ok(TrainOptions {
@@ -372,7 +432,10 @@ pub struct Trained {
 }
 
 /// The dataset of `config` as it would be trained: features encoded, labels, ids.
-pub async fn dataset(lake: &Lake, config: &PredictConfig) -> Result<(Dataset, Vec<Encoding>, TrainOptions)> {
+pub async fn dataset(
+    lake: &Lake,
+    config: &PredictConfig,
+) -> Result<(Dataset, Vec<Encoding>, TrainOptions)> {
     let table = Table::read(lake, config, true).await?;
     let encodings = choose(&table, config);
     let (names, columns) = encode(&table, &encodings, config)?;
@@ -384,7 +447,16 @@ pub async fn dataset(lake: &Lake, config: &PredictConfig) -> Result<(Dataset, Ve
         .collect();
     let ids = table.ids(config)?;
     let options = options(config, &table)?;
-    Ok((Dataset { names, columns, labels, ids }, encodings, options))
+    Ok((
+        Dataset {
+            names,
+            columns,
+            labels,
+            ids,
+        },
+        encodings,
+        options,
+    ))
 }
 
 /// Trains the model of `config` and stores it as the next version.
@@ -399,7 +471,11 @@ pub async fn train(lake: &Lake, config: &PredictConfig) -> Result<Trained> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("version", DataType::Int64, false),
-        Field::new("trained_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "trained_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("features_table", DataType::Utf8, false),
         Field::new("encodings", DataType::Utf8, false),
         Field::new("report", DataType::Utf8, false),
@@ -417,13 +493,20 @@ pub async fn train(lake: &Lake, config: &PredictConfig) -> Result<Trained> {
                     .with_timezone("UTC"),
             ),
             Arc::new(StringArray::from(vec![config.features.as_str()])),
-            Arc::new(StringArray::from(vec![serde_json::to_string(&encodings).expect("encodings serialize")])),
-            Arc::new(StringArray::from(vec![serde_json::to_string(&trained.report).expect("reports serialize")])),
+            Arc::new(StringArray::from(vec![
+                serde_json::to_string(&encodings).expect("encodings serialize"),
+            ])),
+            Arc::new(StringArray::from(vec![
+                serde_json::to_string(&trained.report).expect("reports serialize"),
+            ])),
             Arc::new(StringArray::from(vec![model])),
         ],
     )?;
     lake.append(&models_table(), vec![batch])
-        .with_txn(tideway_lake::Txn::new(format!("predict:{}", config.name), version))
+        .with_txn(tideway_lake::Txn::new(
+            format!("predict:{}", config.name),
+            version,
+        ))
         .await?;
     Ok(Trained {
         version,
@@ -443,10 +526,17 @@ async fn latest_version(lake: &Lake, name: &str) -> Result<Option<i64>> {
     }
     let rows = crate::explain::text_rows(
         lake,
-        &format!("SELECT max(version) FROM {} WHERE name = {}", models_table(), literal(name)),
+        &format!(
+            "SELECT max(version) FROM {} WHERE name = {}",
+            models_table(),
+            literal(name)
+        ),
     )
     .await?;
-    Ok(rows.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()))
+    Ok(rows
+        .first()
+        .and_then(|r| r[0].as_deref())
+        .and_then(|v| v.parse().ok()))
 }
 
 /// What scoring wrote.
@@ -480,13 +570,26 @@ pub async fn score(lake: &Lake, config: &PredictConfig) -> Result<Scored> {
     )
     .await?;
     let (encodings, model) = match rows.first() {
-        Some(r) => (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()),
-        None => return Err(UnifyError::Internal(format!("model {} v{version} vanished", config.name))),
+        Some(r) => (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+        ),
+        None => {
+            return Err(UnifyError::Internal(format!(
+                "model {} v{version} vanished",
+                config.name
+            )));
+        }
     };
-    let encodings: Vec<Encoding> = serde_json::from_str(&encodings)
-        .map_err(|e| UnifyError::Internal(format!("unreadable encodings of {} v{version}: {e}", config.name)))?;
-    let model = Model::from_bytes(model.as_bytes())
-        .map_err(|e| UnifyError::Internal(format!("unreadable model {} v{version}: {e}", config.name)))?;
+    let encodings: Vec<Encoding> = serde_json::from_str(&encodings).map_err(|e| {
+        UnifyError::Internal(format!(
+            "unreadable encodings of {} v{version}: {e}",
+            config.name
+        ))
+    })?;
+    let model = Model::from_bytes(model.as_bytes()).map_err(|e| {
+        UnifyError::Internal(format!("unreadable model {} v{version}: {e}", config.name))
+    })?;
     let table = Table::read(lake, config, false).await?;
     let (names, columns) = encode(&table, &encodings, config)?;
     let ids = table.ids(config)?;
@@ -499,10 +602,22 @@ pub async fn score(lake: &Lake, config: &PredictConfig) -> Result<Scored> {
     let n = ids.len();
     let schema = Arc::new(Schema::new(vec![
         Field::new(config.id.clone(), DataType::Utf8, false),
-        Field::new(format!("{}_probability", config.name), DataType::Float64, false),
-        Field::new(format!("{}_percentile", config.name), DataType::Float64, false),
+        Field::new(
+            format!("{}_probability", config.name),
+            DataType::Float64,
+            false,
+        ),
+        Field::new(
+            format!("{}_percentile", config.name),
+            DataType::Float64,
+            false,
+        ),
         Field::new("model_version", DataType::Int64, false),
-        Field::new("scored_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "scored_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
     ]));
     let batch = RecordBatch::try_new(
         schema,
@@ -560,9 +675,14 @@ pub async fn export_csv(lake: &Lake, config: &PredictConfig, path: &std::path::P
     let file = std::fs::File::create(path)
         .map_err(|e| UnifyError::User(format!("cannot write `{}`: {e}", path.display())))?;
     let mut w = std::io::BufWriter::new(file);
-    let io = |e: std::io::Error| UnifyError::User(format!("cannot write `{}`: {e}", path.display()));
+    let io =
+        |e: std::io::Error| UnifyError::User(format!("cannot write `{}`: {e}", path.display()));
     let header: Vec<String> = std::iter::once("id".to_string())
-        .chain(data.names.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))))
+        .chain(
+            data.names
+                .iter()
+                .map(|n| format!("\"{}\"", n.replace('"', "\"\""))),
+        )
         .chain(["label".to_string(), "split".to_string()])
         .collect();
     writeln!(w, "{}", header.join(",")).map_err(io)?;

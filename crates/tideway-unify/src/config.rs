@@ -121,7 +121,10 @@ enum RawLimit {
     /// `limit = false`: no limit (the built-in types have one).
     Off(bool),
     Max(u32),
-    Windowed { max: u32, window: String },
+    Windowed {
+        max: u32,
+        window: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -213,7 +216,10 @@ impl UnifyConfig {
             let mut ordered: Vec<TypeRule> = Vec::new();
             for name in priority.get_ref() {
                 if ordered.iter().any(|t| &t.name == name) {
-                    diags.at(Some(priority.span()), format!("`{name}` is listed twice in `priority`"));
+                    diags.at(
+                        Some(priority.span()),
+                        format!("`{name}` is listed twice in `priority`"),
+                    );
                     continue;
                 }
                 let i = rules.type_index_or_add(name);
@@ -232,7 +238,10 @@ impl UnifyConfig {
         for p in &raw.blocked_patterns {
             match Regex::new(p.get_ref()) {
                 Ok(re) => rules.blocked_patterns.push(re),
-                Err(e) => diags.at(Some(p.span()), format!("blocked pattern `{}`: {e}", p.get_ref())),
+                Err(e) => diags.at(
+                    Some(p.span()),
+                    format!("blocked pattern `{}`: {e}", p.get_ref()),
+                ),
             }
         }
         if let Some(m) = raw.max_ids {
@@ -246,7 +255,10 @@ impl UnifyConfig {
             if v.is_empty() || v.len() > 3 || !v.bytes().all(|b| b.is_ascii_digit()) {
                 diags.at(
                     Some(cc.span()),
-                    format!("default_country `{}` is not a calling code such as \"1\" or \"44\"", cc.get_ref()),
+                    format!(
+                        "default_country `{}` is not a calling code such as \"1\" or \"44\"",
+                        cc.get_ref()
+                    ),
                 );
             }
             rules.default_country = Some(v.to_string());
@@ -321,8 +333,15 @@ pub fn warehouse_ids(table: &str, columns: &[String]) -> Vec<(String, String)> {
 }
 
 /// The tables of a collect source's schema that [`warehouse_ids`] knows.
-pub const WAREHOUSE_TABLES: &[&str] =
-    &["identifies", "users", "aliases", "tracks", "pages", "screens", "groups"];
+pub const WAREHOUSE_TABLES: &[&str] = &[
+    "identifies",
+    "users",
+    "aliases",
+    "tracks",
+    "pages",
+    "screens",
+    "groups",
+];
 
 #[cfg(test)]
 mod tests {
@@ -349,10 +368,16 @@ key = "id"
 "#;
         let c = UnifyConfig::parse(text, "tideway.toml").unwrap();
         let names: Vec<_> = c.rules.types.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["user_id", "email", "kustomer_id", "phone", "anonymous_id"]);
+        assert_eq!(
+            names,
+            ["user_id", "email", "kustomer_id", "phone", "anonymous_id"]
+        );
         assert_eq!(
             c.rules.types[4].limit,
-            Some(Limit { max: 5, window_ms: Some(7 * 86_400_000) })
+            Some(Limit {
+                max: 5,
+                window_ms: Some(7 * 86_400_000)
+            })
         );
         assert_eq!(c.rules.types[2].normalize, Normalize::Lower);
         assert!(c.rules.blocked.contains("test@test.com"));
@@ -364,7 +389,9 @@ key = "id"
     #[test]
     fn mistakes_are_reported_with_their_line() {
         let text = "[unify]\nmax_ids = 5\n[unify.types.email]\nnormalize = \"upper\"\n[[unify.sources]]\ntable = \"customers\"\n";
-        let e = UnifyConfig::parse(text, "tideway.toml").unwrap_err().to_string();
+        let e = UnifyConfig::parse(text, "tideway.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tideway.toml:4"), "{e}");
         assert!(e.contains("unknown normalize `upper`"), "{e}");
         assert!(e.contains("needs its schema"), "{e}");

@@ -41,6 +41,9 @@ pub async fn text_rows(lake: &Lake, sql: &str) -> Result<Vec<Vec<Option<String>>
     Ok(out)
 }
 
+/// An edge as explained: the other end, source table, row key, time.
+type Edge = (Ident, String, Option<String>, String);
+
 /// A SQL string literal.
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -144,7 +147,10 @@ pub async fn explain(lake: &Lake, config: &UnifyConfig, query: &str) -> Result<E
         loop {
             let here = text_rows(
                 lake,
-                &format!("SELECT count(*) FROM {map} WHERE profile_id = {}", literal(&profile)),
+                &format!(
+                    "SELECT count(*) FROM {map} WHERE profile_id = {}",
+                    literal(&profile)
+                ),
             )
             .await?;
             if here.first().and_then(|r| r[0].as_deref()) != Some("0") {
@@ -187,7 +193,15 @@ pub async fn explain(lake: &Lake, config: &UnifyConfig, query: &str) -> Result<E
         .into_iter()
         .map(|r| {
             let s = |i: usize| r[i].clone().unwrap_or_default();
-            (Ident { kind: s(0), value: s(1) }, s(2), s(3), s(4))
+            (
+                Ident {
+                    kind: s(0),
+                    value: s(1),
+                },
+                s(2),
+                s(3),
+                s(4),
+            )
         })
         .collect();
     let members: HashSet<&Ident> = ids.iter().map(|(i, ..)| i).collect();
@@ -210,16 +224,28 @@ pub async fn explain(lake: &Lake, config: &UnifyConfig, query: &str) -> Result<E
         .await?
     };
     // Adjacency over the profile's spanning edges.
-    let mut adjacent: HashMap<Ident, Vec<(Ident, String, Option<String>, String)>> = HashMap::new();
+    let mut adjacent: HashMap<Ident, Vec<Edge>> = HashMap::new();
     for l in links {
         let s = |i: usize| l[i].clone().unwrap_or_default();
-        let a = Ident { kind: s(0), value: s(1) };
-        let b = Ident { kind: s(2), value: s(3) };
+        let a = Ident {
+            kind: s(0),
+            value: s(1),
+        };
+        let b = Ident {
+            kind: s(2),
+            value: s(3),
+        };
         if !members.contains(&a) || !members.contains(&b) {
             continue;
         }
-        adjacent.entry(a.clone()).or_default().push((b.clone(), s(4), l[5].clone(), s(6)));
-        adjacent.entry(b).or_default().push((a, s(4), l[5].clone(), s(6)));
+        adjacent
+            .entry(a.clone())
+            .or_default()
+            .push((b.clone(), s(4), l[5].clone(), s(6)));
+        adjacent
+            .entry(b)
+            .or_default()
+            .push((a, s(4), l[5].clone(), s(6)));
     }
     // The profile's creator: the identifier whose hash names it; else the first seen.
     let pid = ProfileId::parse(&profile);
@@ -228,8 +254,7 @@ pub async fn explain(lake: &Lake, config: &UnifyConfig, query: &str) -> Result<E
         .find(|(i, ..)| Some(ProfileId::of(&i.kind, &i.value)) == pid)
         .or(ids.first())
         .map(|(i, ..)| i.clone());
-    let mut path: HashMap<Ident, (Vec<Ident>, Option<(Ident, String, Option<String>, String)>)> =
-        HashMap::new();
+    let mut path: HashMap<Ident, (Vec<Ident>, Option<Edge>)> = HashMap::new();
     let mut order = Vec::new();
     if let Some(root) = root {
         path.insert(root.clone(), (vec![root.clone()], None));
@@ -253,7 +278,11 @@ pub async fn explain(lake: &Lake, config: &UnifyConfig, query: &str) -> Result<E
     let info: HashMap<&Ident, &(Ident, String, String, String)> =
         ids.iter().map(|r| (&r.0, r)).collect();
     let mut out_members = Vec::new();
-    for id in order.iter().chain(ids.iter().map(|(i, ..)| i).filter(|i| !path.contains_key(*i))) {
+    for id in order.iter().chain(
+        ids.iter()
+            .map(|(i, ..)| i)
+            .filter(|i| !path.contains_key(*i)),
+    ) {
         let (_, first, last, source) = info[id];
         let (p, joined) = path.get(id).cloned().unwrap_or((vec![id.clone()], None));
         out_members.push(Member {
@@ -307,7 +336,12 @@ impl fmt::Display for Explanation {
         if let Some(from) = &self.redirected_from {
             writeln!(f, "{from} was merged into {}", self.profile)?;
         }
-        writeln!(f, "profile {} ({} identifiers)", self.profile, self.members.len())?;
+        writeln!(
+            f,
+            "profile {} ({} identifiers)",
+            self.profile,
+            self.members.len()
+        )?;
         for m in &self.members {
             let depth = m.path.len().saturating_sub(1);
             let indent = "  ".repeat(depth + 1);
@@ -321,7 +355,9 @@ impl fmt::Display for Explanation {
                     f,
                     "{indent}{}  joined via {other} by {source}{} at {at}",
                     m.id,
-                    row.as_ref().map(|r| format!(" row {r}")).unwrap_or_default()
+                    row.as_ref()
+                        .map(|r| format!(" row {r}"))
+                        .unwrap_or_default()
                 )?,
             }
         }
@@ -329,7 +365,15 @@ impl fmt::Display for Explanation {
             writeln!(f, "merges ({}):", self.merges.len())?;
             for m in &self.merges {
                 let s = |i: usize| m[i].clone().unwrap_or_default();
-                writeln!(f, "  absorbed {} by edge {} - {} from {} at {}", s(0), s(1), s(2), s(3), s(5))?;
+                writeln!(
+                    f,
+                    "  absorbed {} by edge {} - {} from {} at {}",
+                    s(0),
+                    s(1),
+                    s(2),
+                    s(3),
+                    s(5)
+                )?;
             }
         }
         if !self.refused.is_empty() {
@@ -337,7 +381,15 @@ impl fmt::Display for Explanation {
             for r in &self.refused {
                 let s = |i: usize| r[i].clone().unwrap_or_default();
                 let from = r[0].clone().map(|v| format!("{v} - ")).unwrap_or_default();
-                writeln!(f, "  {from}{} by {}: {} ({} at {})", s(1), s(2), s(3), s(4), s(5))?;
+                writeln!(
+                    f,
+                    "  {from}{} by {}: {} ({} at {})",
+                    s(1),
+                    s(2),
+                    s(3),
+                    s(4),
+                    s(5)
+                )?;
             }
         }
         Ok(())
@@ -372,10 +424,16 @@ fn num(v: &Option<String>) -> u64 {
 pub async fn report(lake: &Lake) -> Result<GraphReport> {
     let profiles = table(PROFILES);
     if lake.load(&profiles).await?.is_none() {
-        return Err(UnifyError::User("no profiles yet: run `tideway unify` first".into()));
+        return Err(UnifyError::User(
+            "no profiles yet: run `tideway unify` first".into(),
+        ));
     }
     let mut r = GraphReport::default();
-    let total = text_rows(lake, &format!("SELECT count(*), sum(identifiers) FROM {profiles}")).await?;
+    let total = text_rows(
+        lake,
+        &format!("SELECT count(*), sum(identifiers) FROM {profiles}"),
+    )
+    .await?;
     r.profiles = num(&total[0][0]);
     r.identifiers = num(&total[0][1]);
     let buckets = text_rows(
@@ -405,7 +463,13 @@ pub async fn report(lake: &Lake) -> Result<GraphReport> {
     )
     .await?
     .into_iter()
-    .map(|row| (row[0].clone().unwrap_or_default(), num(&row[1]), num(&row[2])))
+    .map(|row| {
+        (
+            row[0].clone().unwrap_or_default(),
+            num(&row[1]),
+            num(&row[2]),
+        )
+    })
     .collect();
     if lake.load(&table(LINKS)).await?.is_some() {
         r.bridges = text_rows(
@@ -426,15 +490,20 @@ pub async fn report(lake: &Lake) -> Result<GraphReport> {
     if lake.load(&table(REFUSED)).await?.is_some() {
         for row in text_rows(
             lake,
-            &format!("SELECT rule, count(*) FROM {} GROUP BY rule", table(REFUSED)),
+            &format!(
+                "SELECT rule, count(*) FROM {} GROUP BY rule",
+                table(REFUSED)
+            ),
         )
         .await?
         {
-            r.refused.insert(row[0].clone().unwrap_or_default(), num(&row[1]));
+            r.refused
+                .insert(row[0].clone().unwrap_or_default(), num(&row[1]));
         }
     }
     if lake.load(&table(MERGES)).await?.is_some() {
-        r.merges = num(&text_rows(lake, &format!("SELECT count(*) FROM {}", table(MERGES))).await?[0][0]);
+        r.merges =
+            num(&text_rows(lake, &format!("SELECT count(*) FROM {}", table(MERGES))).await?[0][0]);
     }
     Ok(r)
 }

@@ -354,7 +354,9 @@ impl Graph {
 
     fn ident(&self, n: Node) -> Ident {
         Ident {
-            kind: self.rules.types[self.kind[n as usize] as usize].name.clone(),
+            kind: self.rules.types[self.kind[n as usize] as usize]
+                .name
+                .clone(),
             value: self.value(n).to_string(),
         }
     }
@@ -367,7 +369,9 @@ impl Graph {
     pub fn lookup(&self, kind: usize, value: &str) -> Option<Node> {
         let h = Self::hash(kind as u16, value);
         self.index
-            .find(h, |&n| self.kind[n as usize] == kind as u16 && self.value(n) == value)
+            .find(h, |&n| {
+                self.kind[n as usize] == kind as u16 && self.value(n) == value
+            })
             .copied()
     }
 
@@ -425,7 +429,9 @@ impl Graph {
             match self.rules.accept(kind, raw) {
                 Ok(value) => {
                     let n = self.intern(kind as u16, &value);
-                    hash = hash.rotate_left(5) ^ xxh3_64(value.as_bytes()) ^ (kind_name_hash(&self.rules.types[kind].name));
+                    hash = hash.rotate_left(5)
+                        ^ xxh3_64(value.as_bytes())
+                        ^ (kind_name_hash(&self.rules.types[kind].name));
                     batch.nodes.push(n);
                 }
                 Err(Rejection { rule, detail }) => batch.refusals.push(Refusal {
@@ -478,7 +484,9 @@ impl Graph {
         for (_, _, i) in order {
             let o = batch.obs[i as usize];
             ids.clear();
-            ids.extend_from_slice(&batch.nodes[o.nodes as usize..o.nodes as usize + o.len as usize]);
+            ids.extend_from_slice(
+                &batch.nodes[o.nodes as usize..o.nodes as usize + o.len as usize],
+            );
             let row = &batch.rows[o.row as usize..(o.row + o.row_len) as usize];
             self.apply_one(&mut ids, o.ts, o.source, row, &mut applied);
             applied.observations += 1;
@@ -491,13 +499,24 @@ impl Graph {
         let key = |n: Node| {
             let k = self.kind[n as usize] as usize;
             let rank = k.min(self.configured);
-            let name = if k < self.configured { "" } else { self.rules.types[k].name.as_str() };
+            let name = if k < self.configured {
+                ""
+            } else {
+                self.rules.types[k].name.as_str()
+            };
             (rank, name, self.value(n))
         };
         key(a).cmp(&key(b))
     }
 
-    fn apply_one(&mut self, ids: &mut Vec<Node>, ts: i64, source: u16, row: &str, applied: &mut Applied) {
+    fn apply_one(
+        &mut self,
+        ids: &mut Vec<Node>,
+        ts: i64,
+        source: u16,
+        row: &str,
+        applied: &mut Applied,
+    ) {
         ids.sort_unstable();
         ids.dedup();
         ids.sort_by(|&a, &b| self.priority_order(a, b));
@@ -513,8 +532,8 @@ impl Graph {
             self.last_seen[i] = self.last_seen[i].max(ts);
         }
         let top = ids[0];
-        for k in 1..ids.len() {
-            self.join(top, ids[k], ts, source, row, applied);
+        for &b in &ids[1..] {
+            self.join(top, b, ts, source, row, applied);
         }
         for &n in ids.iter() {
             let root = self.find(n);
@@ -803,9 +822,9 @@ impl Graph {
                     let k = self.kind[m as usize] as usize;
                     counts[k] += 1;
                     let seen = (self.last_seen[m as usize], m);
-                    if latest[k].is_none_or(|(t, n)| {
-                        (seen.0, self.value(seen.1)) > (t, self.value(n))
-                    }) {
+                    if latest[k]
+                        .is_none_or(|(t, n)| (seen.0, self.value(seen.1)) > (t, self.value(n)))
+                    {
                         latest[k] = Some(seen);
                     }
                 }
@@ -833,7 +852,14 @@ impl Graph {
     ) -> Graph {
         let mut r = Restore::new(rules, profiles);
         for i in identities {
-            r.add(&i.id.kind, &i.id.value, i.profile, i.first_seen, i.last_seen, &i.source);
+            r.add(
+                &i.id.kind,
+                &i.id.value,
+                i.profile,
+                i.first_seen,
+                i.last_seen,
+                &i.source,
+            );
         }
         r.finish()
     }
@@ -849,7 +875,10 @@ pub struct Restore {
 
 impl Restore {
     /// Starts from the saved profiles: `(id, created_at, updated_at, merges)`.
-    pub fn new(rules: Rules, profiles: impl IntoIterator<Item = (ProfileId, i64, i64, u32)>) -> Restore {
+    pub fn new(
+        rules: Rules,
+        profiles: impl IntoIterator<Item = (ProfileId, i64, i64, u32)>,
+    ) -> Restore {
         let mut r = Restore {
             graph: Graph::new(rules),
             by_id: Default::default(),
@@ -878,7 +907,15 @@ impl Restore {
     }
 
     /// Adds one identity-map row.
-    pub fn add(&mut self, kind: &str, value: &str, profile: ProfileId, first_seen: i64, last_seen: i64, source: &str) {
+    pub fn add(
+        &mut self,
+        kind: &str,
+        value: &str,
+        profile: ProfileId,
+        first_seen: i64,
+        last_seen: i64,
+        source: &str,
+    ) {
         let s = match self.by_id.get(&profile) {
             Some(&s) => s,
             None => self.push(profile, first_seen, last_seen, 0),

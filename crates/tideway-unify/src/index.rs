@@ -79,7 +79,11 @@ impl ProfileIndex {
                 crate::run::utf8(b.column(1))?,
                 crate::run::utf8(b.column(2))?,
             );
-            let (p, k, v) = (p.as_string::<i32>(), k.as_string::<i32>(), v.as_string::<i32>());
+            let (p, k, v) = (
+                p.as_string::<i32>(),
+                k.as_string::<i32>(),
+                v.as_string::<i32>(),
+            );
             for i in 0..b.num_rows() {
                 let slot = index.slot(p.value(i));
                 let id = (k.value(i).to_string(), v.value(i).to_string());
@@ -102,7 +106,11 @@ impl ProfileIndex {
             if schema.field_with_name("profile_id").is_err() {
                 continue;
             }
-            let key = if t.table() == PROFILES { "profile".to_string() } else { t.table().to_string() };
+            let key = if t.table() == PROFILES {
+                "profile".to_string()
+            } else {
+                t.table().to_string()
+            };
             let SqlOutput::Rows(rows) = lake.sql(&format!("SELECT * FROM {t}")).await? else {
                 continue;
             };
@@ -129,7 +137,9 @@ impl ProfileIndex {
 
     fn add_traits(&mut self, key: &str, b: &RecordBatch) -> Result<()> {
         let schema = b.schema();
-        let pid = schema.index_of("profile_id").expect("checked by the caller");
+        let pid = schema
+            .index_of("profile_id")
+            .expect("checked by the caller");
         let pid = cast(b.column(pid), &DataType::Utf8)?;
         let pid = pid.as_string::<i32>();
         let columns: Vec<(String, Vec<Value>)> = schema
@@ -143,14 +153,18 @@ impl ProfileIndex {
             if !pid.is_valid(row) {
                 continue;
             }
-            let Some(&slot) = self.by_profile.get(pid.value(row)) else { continue };
+            let Some(&slot) = self.by_profile.get(pid.value(row)) else {
+                continue;
+            };
             let mut object = Map::new();
             for (name, values) in &columns {
                 if !values[row].is_null() {
                     object.insert(name.clone(), values[row].clone());
                 }
             }
-            self.profiles[slot as usize].traits.insert(key.to_string(), Value::Object(object));
+            self.profiles[slot as usize]
+                .traits
+                .insert(key.to_string(), Value::Object(object));
         }
         Ok(())
     }
@@ -162,25 +176,53 @@ fn json_values(column: &dyn Array) -> Result<Vec<Value>> {
     let out = match column.data_type() {
         DataType::Boolean => {
             let a = column.as_boolean();
-            (0..n).map(|i| if a.is_valid(i) { Value::Bool(a.value(i)) } else { Value::Null }).collect()
+            (0..n)
+                .map(|i| {
+                    if a.is_valid(i) {
+                        Value::Bool(a.value(i))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
         }
         t if t.is_integer() => {
             let a = cast(column, &DataType::Int64)?;
             let a = a.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-            (0..n).map(|i| if a.is_valid(i) { Value::from(a.value(i)) } else { Value::Null }).collect()
+            (0..n)
+                .map(|i| {
+                    if a.is_valid(i) {
+                        Value::from(a.value(i))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
         }
         t if t.is_floating() || matches!(t, DataType::Decimal128(..)) => {
             let a = cast(column, &DataType::Float64)?;
             let a = a.as_primitive::<deltalake::arrow::datatypes::Float64Type>();
             (0..n)
-                .map(|i| if a.is_valid(i) { Value::from(a.value(i)) } else { Value::Null })
+                .map(|i| {
+                    if a.is_valid(i) {
+                        Value::from(a.value(i))
+                    } else {
+                        Value::Null
+                    }
+                })
                 .collect()
         }
         _ => {
             let a = cast(column, &DataType::Utf8)?;
             let a = a.as_string::<i32>();
             (0..n)
-                .map(|i| if a.is_valid(i) { Value::from(a.value(i)) } else { Value::Null })
+                .map(|i| {
+                    if a.is_valid(i) {
+                        Value::from(a.value(i))
+                    } else {
+                        Value::Null
+                    }
+                })
                 .collect()
         }
     };

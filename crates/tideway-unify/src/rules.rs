@@ -10,8 +10,19 @@ use regex::Regex;
 /// Values that are never identifiers, whatever their type (compared case-insensitively after
 /// trimming). SDKs and forms produce them when a field is unset.
 pub const DEFAULT_BLOCKED: &[&str] = &[
-    "", "null", "nil", "none", "undefined", "unknown", "anonymous", "n/a", "na", "nan", "-1",
-    "0", "[object object]",
+    "",
+    "null",
+    "nil",
+    "none",
+    "undefined",
+    "unknown",
+    "anonymous",
+    "n/a",
+    "na",
+    "nan",
+    "-1",
+    "0",
+    "[object object]",
 ];
 
 /// All-zero ids (`0`, `000`, `00000000-0000-0000-0000-000000000000`) are placeholders, not ids.
@@ -53,7 +64,11 @@ impl Normalize {
     }
 
     /// `raw` normalized, or why it is not an identifier of this kind.
-    pub fn apply<'a>(self, raw: &'a str, default_country: Option<&str>) -> Result<Cow<'a, str>, String> {
+    pub fn apply<'a>(
+        self,
+        raw: &'a str,
+        default_country: Option<&str>,
+    ) -> Result<Cow<'a, str>, String> {
         let v = raw.trim();
         match self {
             Normalize::Trim => Ok(Cow::Borrowed(v)),
@@ -161,7 +176,10 @@ impl Default for Rules {
         let t = |name: &str, normalize, limit: Option<u32>| TypeRule {
             name: name.into(),
             normalize,
-            limit: limit.map(|max| Limit { max, window_ms: None }),
+            limit: limit.map(|max| Limit {
+                max,
+                window_ms: None,
+            }),
         };
         Rules {
             types: vec![
@@ -246,7 +264,10 @@ mod tests {
     fn emails_are_lower_cased_and_checked() {
         let r = Rules::default();
         let email = r.type_index("email").unwrap();
-        assert_eq!(r.accept(email, "  Ann@Example.COM ").unwrap(), "ann@example.com");
+        assert_eq!(
+            r.accept(email, "  Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
         let e = r.accept(email, "ann.example.com").unwrap_err();
         assert_eq!(e.rule, "invalid_value");
         assert!(e.detail.contains("`ann.example.com`"), "{}", e.detail);
@@ -255,10 +276,22 @@ mod tests {
 
     #[test]
     fn phones_become_e164_where_parseable() {
-        assert_eq!(e164("+1 (415) 555-0100", None).as_deref(), Some("+14155550100"));
-        assert_eq!(e164("0044 20 7946 0958", None).as_deref(), Some("+442079460958"));
-        assert_eq!(e164("(415) 555-0100", Some("1")).as_deref(), Some("+14155550100"));
-        assert_eq!(e164("020 7946 0958", Some("44")).as_deref(), Some("+442079460958"));
+        assert_eq!(
+            e164("+1 (415) 555-0100", None).as_deref(),
+            Some("+14155550100")
+        );
+        assert_eq!(
+            e164("0044 20 7946 0958", None).as_deref(),
+            Some("+442079460958")
+        );
+        assert_eq!(
+            e164("(415) 555-0100", Some("1")).as_deref(),
+            Some("+14155550100")
+        );
+        assert_eq!(
+            e164("020 7946 0958", Some("44")).as_deref(),
+            Some("+442079460958")
+        );
         assert_eq!(e164("(415) 555-0100", None), None);
         assert_eq!(e164("call me", Some("1")), None);
         let r = Rules::default();
@@ -270,11 +303,24 @@ mod tests {
     fn placeholders_are_blocked() {
         let r = Rules::default();
         let uid = r.type_index("user_id").unwrap();
-        for v in ["", " ", "null", "NULL", "undefined", "Unknown", "anonymous", "0", "-1", "NaN"] {
+        for v in [
+            "",
+            " ",
+            "null",
+            "NULL",
+            "undefined",
+            "Unknown",
+            "anonymous",
+            "0",
+            "-1",
+            "NaN",
+        ] {
             let e = r.accept(uid, v).unwrap_err();
             assert_eq!(e.rule, "blocked_value", "{v:?}");
         }
-        let e = r.accept(uid, "00000000-0000-0000-0000-000000000000").unwrap_err();
+        let e = r
+            .accept(uid, "00000000-0000-0000-0000-000000000000")
+            .unwrap_err();
         assert_eq!(e.rule, "blocked_pattern");
         assert_eq!(r.accept(uid, "u-0").unwrap(), "u-0");
     }

@@ -24,7 +24,9 @@ use tracing::info;
 
 use crate::config::{SourceTable, UnifyConfig, WAREHOUSE_TABLES, warehouse_ids};
 use crate::error::{Result, UnifyError};
-use crate::graph::{Applied, Batch, Graph, Ident, Identity, ProfileId, ProfileRow, Provenance, Restore};
+use crate::graph::{
+    Applied, Batch, Graph, Ident, Identity, ProfileId, ProfileRow, Provenance, Restore,
+};
 
 /// The schema of the unify tables.
 pub const SCHEMA: &str = "profiles";
@@ -136,12 +138,16 @@ pub async fn source_tables(
         for source in collect_sources {
             let schema = tideway_core::warehouse::schema_name(source);
             for t in WAREHOUSE_TABLES {
-                let Ok(name) = TableName::new(&schema, t) else { continue };
+                let Ok(name) = TableName::new(&schema, t) else {
+                    continue;
+                };
                 let full = name.to_string();
                 if out.iter().any(|s| s.table == full) {
                     continue;
                 }
-                let Some(delta) = lake.load(&name).await? else { continue };
+                let Some(delta) = lake.load(&name).await? else {
+                    continue;
+                };
                 let columns: Vec<String> = Lake::schema_of(&name, &delta)?
                     .fields()
                     .iter()
@@ -189,11 +195,17 @@ async fn run_rows(lake: &Lake) -> Result<Vec<RunRow>> {
     };
     let mut out = Vec::new();
     for b in &rows.batches {
-        let run = b.column(0).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let run = b
+            .column(0)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let (status, sources) = (utf8(b.column(1))?, utf8(b.column(2))?);
         let (status, sources) = (status.as_string::<i32>(), sources.as_string::<i32>());
-        let im = b.column(3).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let pv = b.column(4).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let im = b
+            .column(3)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let pv = b
+            .column(4)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         for i in 0..b.num_rows() {
             out.push(RunRow {
                 run: run.value(i),
@@ -214,7 +226,11 @@ pub async fn plan(lake: &Lake, sources: &[SourceTable]) -> Result<Plan> {
     let done = rows.iter().rev().find(|r| r.status == "done");
     let state = done.and_then(|d| Some((d.identity_map_version?, d.profiles_version?)));
     let last_done = done.map_or(0, |d| d.run);
-    if let Some(p) = rows.iter().rev().find(|r| r.status == "planned" && r.run > last_done) {
+    if let Some(p) = rows
+        .iter()
+        .rev()
+        .find(|r| r.status == "planned" && r.run > last_done)
+    {
         let sources: Vec<PlannedSource> = serde_json::from_str(&p.sources).map_err(|e| {
             UnifyError::Internal(format!("unreadable plan of unify run {}: {e}", p.run))
         })?;
@@ -267,7 +283,9 @@ pub enum CrashPoint {
 
 fn crash(at: Option<CrashPoint>, here: CrashPoint) -> Result<()> {
     if at == Some(here) {
-        return Err(UnifyError::Internal(format!("simulated crash after {here:?}")));
+        return Err(UnifyError::Internal(format!(
+            "simulated crash after {here:?}"
+        )));
     }
     Ok(())
 }
@@ -341,52 +359,108 @@ pub async fn run_until(
     let versions = write_outputs(lake, &mut graph, plan.run, &mut report, crash_at).await?;
     write_run_row(lake, &plan, "done", Some((versions, &report))).await?;
     report.write_seconds = write.elapsed().as_secs_f64();
-    info!(run = plan.run, observations = report.observations, merges = report.merges,
-          refused = report.refused, "unify run done");
+    info!(
+        run = plan.run,
+        observations = report.observations,
+        merges = report.merges,
+        refused = report.refused,
+        "unify run done"
+    );
     Ok(report)
 }
 
 /// The graph as the last done run left it.
-pub async fn restore(lake: &Lake, config: &UnifyConfig, state: Option<(i64, i64)>) -> Result<Graph> {
+pub async fn restore(
+    lake: &Lake,
+    config: &UnifyConfig,
+    state: Option<(i64, i64)>,
+) -> Result<Graph> {
     let Some((im, pv)) = state else {
         return Ok(Graph::new(config.rules.clone()));
     };
-    let profiles_df = lake.read_range(&table(PROFILES), None, pv).await?.select(vec![
-        ident("profile_id"),
-        cast(cast(ident("created_at"), DataType::Timestamp(TimeUnit::Millisecond, None)), DataType::Int64),
-        cast(cast(ident("updated_at"), DataType::Timestamp(TimeUnit::Millisecond, None)), DataType::Int64),
-        cast(ident("merges"), DataType::UInt32),
-    ])?;
+    let profiles_df = lake
+        .read_range(&table(PROFILES), None, pv)
+        .await?
+        .select(vec![
+            ident("profile_id"),
+            cast(
+                cast(
+                    ident("created_at"),
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                DataType::Int64,
+            ),
+            cast(
+                cast(
+                    ident("updated_at"),
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                DataType::Int64,
+            ),
+            cast(ident("merges"), DataType::UInt32),
+        ])?;
     let mut profiles = Vec::new();
     for b in profiles_df.collect().await? {
         let id = utf8(b.column(0))?;
         let id = id.as_string::<i32>();
-        let c = b.column(1).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let u = b.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let m = b.column(3).as_primitive::<deltalake::arrow::datatypes::UInt32Type>();
+        let c = b
+            .column(1)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let u = b
+            .column(2)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let m = b
+            .column(3)
+            .as_primitive::<deltalake::arrow::datatypes::UInt32Type>();
         for i in 0..b.num_rows() {
             let pid = ProfileId::parse(id.value(i)).ok_or_else(|| {
-                UnifyError::Internal(format!("profiles.profiles holds a malformed id `{}`", id.value(i)))
+                UnifyError::Internal(format!(
+                    "profiles.profiles holds a malformed id `{}`",
+                    id.value(i)
+                ))
             })?;
             profiles.push((pid, c.value(i), u.value(i), m.value(i)));
         }
     }
-    let map = lake.read_range(&table(IDENTITY_MAP), None, im).await?.select(vec![
-        ident("id_type"),
-        ident("id_value"),
-        ident("profile_id"),
-        cast(cast(ident("first_seen"), DataType::Timestamp(TimeUnit::Millisecond, None)), DataType::Int64),
-        cast(cast(ident("last_seen"), DataType::Timestamp(TimeUnit::Millisecond, None)), DataType::Int64),
-        ident("source_table"),
-    ])?;
+    let map = lake
+        .read_range(&table(IDENTITY_MAP), None, im)
+        .await?
+        .select(vec![
+            ident("id_type"),
+            ident("id_value"),
+            ident("profile_id"),
+            cast(
+                cast(
+                    ident("first_seen"),
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                DataType::Int64,
+            ),
+            cast(
+                cast(
+                    ident("last_seen"),
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                DataType::Int64,
+            ),
+            ident("source_table"),
+        ])?;
     let mut restore = Restore::new(config.rules.clone(), profiles);
     let mut stream = map.execute_stream().await?;
     while let Some(b) = stream.next().await {
         let b = b?;
         let (kind, value, pid) = (utf8(b.column(0))?, utf8(b.column(1))?, utf8(b.column(2))?);
-        let (kind, value, pid) = (kind.as_string::<i32>(), value.as_string::<i32>(), pid.as_string::<i32>());
-        let first = b.column(3).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let last = b.column(4).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let (kind, value, pid) = (
+            kind.as_string::<i32>(),
+            value.as_string::<i32>(),
+            pid.as_string::<i32>(),
+        );
+        let first = b
+            .column(3)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let last = b
+            .column(4)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let source = utf8(b.column(5))?;
         let source = source.as_string::<i32>();
         for i in 0..b.num_rows() {
@@ -410,7 +484,13 @@ pub async fn restore(lake: &Lake, config: &UnifyConfig, state: Option<(i64, i64)
 }
 
 /// The default time columns, in order of preference.
-const TIME_COLUMNS: &[&str] = &["timestamp", "received_at", "updated_at", "created_at", "_tideway_loaded_at"];
+const TIME_COLUMNS: &[&str] = &[
+    "timestamp",
+    "received_at",
+    "updated_at",
+    "created_at",
+    "_tideway_loaded_at",
+];
 
 async fn read_source(
     lake: &Lake,
@@ -422,7 +502,12 @@ async fn read_source(
 ) -> Result<u64> {
     let name: TableName = source.table.parse()?;
     let df = lake.read_range(&name, planned.from, planned.to).await?;
-    let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let need = |c: &str, what: &str| -> Result<()> {
         if columns.iter().any(|have| have == c) {
             Ok(())
@@ -502,7 +587,9 @@ async fn read_source(
                     .collect(),
             );
         }
-        let ts = b.column(fixed + 2 * typed).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let ts = b
+            .column(fixed + 2 * typed)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         let key = utf8(b.column(fixed + 2 * typed + 1))?;
         let key = key.as_string::<i32>();
         for i in 0..b.num_rows() {
@@ -512,9 +599,9 @@ async fn read_source(
                     ids.push((kind.expect("fixed kinds are resolved"), strings[c].value(i)));
                 }
             }
-            for t in 0..typed {
+            for (t, kinds_of) in typed_kinds.iter().enumerate() {
                 let v = strings[fixed + 2 * t + 1];
-                if let Some(kind) = typed_kinds[t][i]
+                if let Some(kind) = kinds_of[i]
                     && v.is_valid(i)
                 {
                     ids.push((kind, v.value(i)));
@@ -535,7 +622,11 @@ fn micros(ms: i64) -> i64 {
 }
 
 fn ts_field(name: &str, nullable: bool) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), nullable)
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        nullable,
+    )
 }
 
 fn ts_array(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
@@ -592,7 +683,11 @@ fn profile_batches(graph: &Graph, rows: &[ProfileRow]) -> Result<Vec<RecordBatch
         Field::new("merges", DataType::UInt32, false),
     ];
     for t in types {
-        fields.push(Field::new(format!("{}_count", t.name), DataType::UInt32, false));
+        fields.push(Field::new(
+            format!("{}_count", t.name),
+            DataType::UInt32,
+            false,
+        ));
     }
     for t in types {
         fields.push(Field::new(t.name.clone(), DataType::Utf8, true));
@@ -605,16 +700,24 @@ fn profile_batches(graph: &Graph, rows: &[ProfileRow]) -> Result<Vec<RecordBatch
                 strings(ids.iter().map(|s| Some(s.as_str()))),
                 ts_array(c.iter().map(|p| Some(p.created_at))),
                 ts_array(c.iter().map(|p| Some(p.updated_at))),
-                Arc::new(c.iter().map(|p| p.counts.iter().sum::<u32>()).collect::<UInt32Array>()),
+                Arc::new(
+                    c.iter()
+                        .map(|p| p.counts.iter().sum::<u32>())
+                        .collect::<UInt32Array>(),
+                ),
                 Arc::new(c.iter().map(|p| p.merges).collect::<UInt32Array>()),
             ];
             for k in 0..types.len() {
                 columns.push(Arc::new(
-                    c.iter().map(|p| p.counts.get(k).copied().unwrap_or(0)).collect::<UInt32Array>(),
+                    c.iter()
+                        .map(|p| p.counts.get(k).copied().unwrap_or(0))
+                        .collect::<UInt32Array>(),
                 ));
             }
             for k in 0..types.len() {
-                columns.push(strings(c.iter().map(|p| p.latest.get(k).and_then(|v| v.as_deref()))));
+                columns.push(strings(
+                    c.iter().map(|p| p.latest.get(k).and_then(|v| v.as_deref())),
+                ));
             }
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
@@ -624,7 +727,10 @@ fn profile_batches(graph: &Graph, rows: &[ProfileRow]) -> Result<Vec<RecordBatch
 fn provenance_columns(at: &[&Provenance], run: i64) -> Vec<ArrayRef> {
     vec![
         strings(at.iter().map(|p| Some(p.source.as_str()))),
-        strings(at.iter().map(|p| (!p.row.is_empty()).then_some(p.row.as_str()))),
+        strings(
+            at.iter()
+                .map(|p| (!p.row.is_empty()).then_some(p.row.as_str())),
+        ),
         ts_array(at.iter().map(|p| Some(p.ts))),
         Arc::new(Int64Array::from(vec![run; at.len()])),
     ]
@@ -661,8 +767,10 @@ fn history_batches(graph: &Graph, run: i64) -> Result<[(&'static str, Vec<Record
     fields.extend(edge("from"));
     fields.extend(edge("to"));
     fields.extend(provenance_fields());
-    let (s, a): (Vec<String>, Vec<String>) =
-        m.iter().map(|m| (m.survivor.to_string(), m.absorbed.to_string())).unzip();
+    let (s, a): (Vec<String>, Vec<String>) = m
+        .iter()
+        .map(|m| (m.survivor.to_string(), m.absorbed.to_string()))
+        .unzip();
     let mut cols = vec![
         strings(s.iter().map(|v| Some(v.as_str()))),
         strings(a.iter().map(|v| Some(v.as_str()))),
@@ -671,7 +779,10 @@ fn history_batches(graph: &Graph, run: i64) -> Result<[(&'static str, Vec<Record
         strings(m.iter().map(|m| kind(Some(&m.to)))),
         strings(m.iter().map(|m| value(Some(&m.to)))),
     ];
-    cols.extend(provenance_columns(&m.iter().map(|m| &m.at).collect::<Vec<_>>(), run));
+    cols.extend(provenance_columns(
+        &m.iter().map(|m| &m.at).collect::<Vec<_>>(),
+        run,
+    ));
     let merges = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
 
     let r = &graph.refusals;
@@ -688,7 +799,10 @@ fn history_batches(graph: &Graph, run: i64) -> Result<[(&'static str, Vec<Record
         strings(r.iter().map(|r| Some(r.rule.as_str()))),
         strings(r.iter().map(|r| Some(r.detail.as_str()))),
     ];
-    cols.extend(provenance_columns(&r.iter().map(|r| &r.at).collect::<Vec<_>>(), run));
+    cols.extend(provenance_columns(
+        &r.iter().map(|r| &r.at).collect::<Vec<_>>(),
+        run,
+    ));
     let refused = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
 
     let mut links = Vec::new();
@@ -707,17 +821,28 @@ fn history_batches(graph: &Graph, run: i64) -> Result<[(&'static str, Vec<Record
             strings(l.iter().map(|l| kind(Some(&l.to)))),
             strings(l.iter().map(|l| value(Some(&l.to)))),
         ];
-        cols.extend(provenance_columns(&l.iter().map(|l| &l.at).collect::<Vec<_>>(), run));
+        cols.extend(provenance_columns(
+            &l.iter().map(|l| &l.at).collect::<Vec<_>>(),
+            run,
+        ));
         links.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
         start += CHUNK;
         if l.len() < CHUNK {
             break;
         }
     }
-    Ok([(MERGES, vec![merges]), (REFUSED, vec![refused]), (LINKS, links)])
+    Ok([
+        (MERGES, vec![merges]),
+        (REFUSED, vec![refused]),
+        (LINKS, links),
+    ])
 }
 
-async fn version_after(lake: &Lake, name: &TableName, commit: &tideway_lake::Commit) -> Result<i64> {
+async fn version_after(
+    lake: &Lake,
+    name: &TableName,
+    commit: &tideway_lake::Commit,
+) -> Result<i64> {
     Ok(match commit.version {
         Some(v) => v as i64,
         None => lake.table(name).await?.version().unwrap_or(0) as i64,
@@ -746,7 +871,10 @@ async fn write_outputs(
     let batches = profile_batches(graph, &profiles)?;
     drop(profiles);
     let pt = table(PROFILES);
-    let commit = lake.overwrite(&pt, batches).with_txn(Txn::new(TXN, run)).await?;
+    let commit = lake
+        .overwrite(&pt, batches)
+        .with_txn(Txn::new(TXN, run))
+        .await?;
     let pv = version_after(lake, &pt, &commit).await?;
     crash(crash_at, CrashPoint::Profiles)?;
     let mut batches = Vec::new();
@@ -756,7 +884,10 @@ async fn write_outputs(
         batches.extend(identity_batches(&identities)?);
     }
     let it = table(IDENTITY_MAP);
-    let commit = lake.overwrite(&it, batches).with_txn(Txn::new(TXN, run)).await?;
+    let commit = lake
+        .overwrite(&it, batches)
+        .with_txn(Txn::new(TXN, run))
+        .await?;
     let iv = version_after(lake, &it, &commit).await?;
     crash(crash_at, CrashPoint::IdentityMap)?;
     Ok((iv, pv))

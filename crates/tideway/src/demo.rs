@@ -193,7 +193,9 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     let synced = crate::demo_sync::run(&project, &lake, &customerio, &salesforce).await?;
     bar.inc(1);
 
-    bar.set_message("unify: stitching web visitors, app users and Kustomer customers into profiles");
+    bar.set_message(
+        "unify: stitching web visitors, app users and Kustomer customers into profiles",
+    );
     let unified = crate::demo_unify::run(&project, &lake).await?;
     bar.inc(1);
     bar.finish_and_clear();

@@ -27,7 +27,11 @@ struct Api {
 
 /// The API's routes, and the task that keeps its index fresh (polling the lake every
 /// `every`).
-pub async fn routes(lake: Lake, token: String, every: Duration) -> anyhow::Result<(Router, tokio::task::JoinHandle<()>)> {
+pub async fn routes(
+    lake: Lake,
+    token: String,
+    every: Duration,
+) -> anyhow::Result<(Router, tokio::task::JoinHandle<()>)> {
     let index = Arc::new(RwLock::new(Arc::new(ProfileIndex::load(&lake).await?)));
     let api = Api {
         index: index.clone(),
@@ -47,7 +51,9 @@ pub async fn routes(lake: Lake, token: String, every: Duration) -> anyhow::Resul
                     *index.write().expect("index lock poisoned") = Arc::new(fresh);
                     seen = now;
                 }
-                Err(e) => tracing::warn!(error = %e, "profile index refresh failed; keeping the last one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "profile index refresh failed; keeping the last one")
+                }
             }
         }
     });
@@ -71,7 +77,10 @@ async fn fingerprint(lake: &Lake) -> Vec<(String, u64)> {
 }
 
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     if let Some(bearer) = value.strip_prefix("Bearer ") {
@@ -88,7 +97,11 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, axum::Json(json!({"code": code, "message": message}))).into_response()
+    (
+        status,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
 }
 
 async fn lookup(State(api): State<Api>, headers: HeaderMap, Path(key): Path<String>) -> Response {
@@ -96,14 +109,18 @@ async fn lookup(State(api): State<Api>, headers: HeaderMap, Path(key): Path<Stri
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            format!("the Profile API needs the admin token (${TOKEN_VAR}) as HTTP Basic user or Bearer token"),
+            format!(
+                "the Profile API needs the admin token (${TOKEN_VAR}) as HTTP Basic user or Bearer token"
+            ),
         );
     }
     let Some((kind, value)) = key.split_once(':') else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_key",
-            format!("`{key}` is not `type:value` (e.g. `email:ann@example.com`, `user_id:u1`, `profile_id:prof_...`)"),
+            format!(
+                "`{key}` is not `type:value` (e.g. `email:ann@example.com`, `user_id:u1`, `profile_id:prof_...`)"
+            ),
         );
     };
     let index = api.index.read().expect("index lock poisoned").clone();

@@ -38,21 +38,29 @@ pub enum PredictCommand {
         format: CompileFormat,
     },
     /// Score every row with the latest model and write the scores.
-    Score {
-        name: Option<String>,
-    },
+    Score { name: Option<String> },
 }
 
 /// The `[predict.NAME]` block named `name` (or the only one).
-pub fn predict_config(project: &Project, name: Option<&str>) -> Result<tideway_unify::churn::PredictConfig> {
+pub fn predict_config(
+    project: &Project,
+    name: Option<&str>,
+) -> Result<tideway_unify::churn::PredictConfig> {
     let path = project.dir.join(PROJECT_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let all = tideway_unify::churn::PredictConfig::parse_all(&text, PROJECT_FILE)?;
-    let known = all.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = all
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     match name {
         Some(n) => all.into_iter().find(|c| c.name == n).with_context(|| {
-            format!("no [predict.{n}] in {PROJECT_FILE}; known: {}", if known.is_empty() { "none" } else { &known })
+            format!(
+                "no [predict.{n}] in {PROJECT_FILE}; known: {}",
+                if known.is_empty() { "none" } else { &known }
+            )
         }),
         None if all.len() == 1 => Ok(all.into_iter().next().expect("one")),
         None if all.is_empty() => anyhow::bail!(
@@ -65,7 +73,11 @@ pub fn predict_config(project: &Project, name: Option<&str>) -> Result<tideway_u
 pub async fn predict_command(project: &Project, command: PredictCommand) -> Result<()> {
     let lake = project.lake().await?;
     match command {
-        PredictCommand::Train { name, export_csv, format } => {
+        PredictCommand::Train {
+            name,
+            export_csv,
+            format,
+        } => {
             let config = predict_config(project, name.as_deref())?;
             if let Some(path) = &export_csv {
                 tideway_unify::churn::export_csv(&lake, &config, path).await?;
@@ -146,21 +158,29 @@ pub async fn run(project: &Project, quiet: bool) -> Result<RunReport> {
             .expect("a valid template"),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let report = tideway_unify::run::run(&lake, &config, &collect_sources(project), &Bar(bar.clone())).await;
+    let report =
+        tideway_unify::run::run(&lake, &config, &collect_sources(project), &Bar(bar.clone())).await;
     bar.finish_and_clear();
     Ok(report?)
 }
 
 pub fn print_report(r: &RunReport) {
     if r.up_to_date {
-        println!("unify: nothing new since run {}; profiles are up to date", r.run);
+        println!(
+            "unify: nothing new since run {}; profiles are up to date",
+            r.run
+        );
         return;
     }
     let rows: u64 = r.rows.iter().map(|(_, n)| n).sum();
     println!(
         "unify run {}{}: {rows} rows from {} tables; {} new identifiers, {} new profiles, {} merges, {} refused",
         r.run,
-        if r.resumed { " (resumed after a crash)" } else { "" },
+        if r.resumed {
+            " (resumed after a crash)"
+        } else {
+            ""
+        },
         r.rows.len(),
         r.new_ids,
         r.new_profiles,

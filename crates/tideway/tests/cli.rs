@@ -410,11 +410,20 @@ fn the_demo_runs_and_leaves_a_working_project() {
     let again = ok(&tideway(&dir, &["unify"]));
     assert!(again.contains("nothing new since run 1"), "{again}");
     let report = ok(&tideway(&dir, &["unify", "report"]));
-    assert!(report.contains("refused by rule") || report.contains("refused: none"), "{report}");
+    assert!(
+        report.contains("refused by rule") || report.contains("refused: none"),
+        "{report}"
+    );
     let explained = ok(&tideway(&dir, &["unify", "explain", "user_id:cus_00001"]));
     assert!(explained.contains("user_id:cus_00001"), "{explained}");
-    let e = err(&tideway(&dir, &["unify", "explain", "email:nobody@nowhere.example"]));
-    assert!(e.contains("no profile holds `email:nobody@nowhere.example`"), "{e}");
+    let e = err(&tideway(
+        &dir,
+        &["unify", "explain", "email:nobody@nowhere.example"],
+    ));
+    assert!(
+        e.contains("no profile holds `email:nobody@nowhere.example`"),
+        "{e}"
+    );
     let csv = ok(&tideway(
         &dir,
         &[
@@ -1109,15 +1118,32 @@ fn the_demo_churn_model_is_within_0_02_auc_of_scikit_learn() {
     let csv = scratch.path().join("churn.csv");
     let out = ok(&tideway(
         &dir,
-        &["predict", "train", "churn", "-f", "json", "--export-csv", csv.to_str().unwrap()],
+        &[
+            "predict",
+            "train",
+            "churn",
+            "-f",
+            "json",
+            "--export-csv",
+            csv.to_str().unwrap(),
+        ],
     ));
     let trained: serde_json::Value = serde_json::from_str(&out).unwrap();
     let auc = trained["report"]["auc"].as_f64().unwrap();
     assert!(auc > 0.7, "the demo's churn signal is learnable: AUC {auc}");
     let python = std::env::var("TIDEWAY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tideway-unify/tests/compare_sklearn.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tideway-unify/tests/compare_sklearn.py"
+    );
     let out = Command::new(&python)
-        .args([script, "--csv", csv.to_str().unwrap(), "--tideway-auc", &auc.to_string()])
+        .args([
+            script,
+            "--csv",
+            csv.to_str().unwrap(),
+            "--tideway-auc",
+            &auc.to_string(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

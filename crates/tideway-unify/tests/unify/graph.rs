@@ -11,12 +11,17 @@ type Row = (i64, Vec<(usize, u8)>);
 const TYPES: [&str; 4] = ["user_id", "email", "phone", "anonymous_id"];
 
 fn rules() -> Rules {
-    let mut r = Rules::default();
     // Small caps, so that random graphs hit every rule.
-    r.max_ids = 7;
-    r.max_merges = 3;
+    let mut r = Rules {
+        max_ids: 7,
+        max_merges: 3,
+        ..Rules::default()
+    };
     let anon = r.type_index("anonymous_id").unwrap();
-    r.types[anon].limit = Some(Limit { max: 3, window_ms: Some(5) });
+    r.types[anon].limit = Some(Limit {
+        max: 3,
+        window_ms: Some(5),
+    });
     r
 }
 
@@ -163,7 +168,13 @@ fn the_older_profile_survives_a_merge_and_the_merge_is_recorded() {
         (p[0].id, p[1].id)
     };
     let mut b = Batch::default();
-    g.observe(&mut b, src, "m3", 30, &[(anon, "a1"), (email, "Ann@Example.com")]);
+    g.observe(
+        &mut b,
+        src,
+        "m3",
+        30,
+        &[(anon, "a1"), (email, "Ann@Example.com")],
+    );
     g.apply(b);
     let p = g.profiles();
     assert_eq!(p.len(), 1);

@@ -18,11 +18,15 @@ key = "id"
 "#;
 
 async fn open(dir: &tempfile::TempDir) -> Lake {
-    Lake::open(dir.path().to_str().unwrap(), HashMap::new()).await.unwrap()
+    Lake::open(dir.path().to_str().unwrap(), HashMap::new())
+        .await
+        .unwrap()
 }
 
 async fn exec(lake: &Lake, sql: &str) {
-    lake.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    lake.execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 const DAY1: &str = "
@@ -57,13 +61,18 @@ async fn snapshot(lake: &Lake) -> Vec<Vec<Option<String>>> {
     .await
     .unwrap();
     out.extend(
-        text_rows(lake, "SELECT * FROM profiles.profiles ORDER BY profile_id").await.unwrap(),
+        text_rows(lake, "SELECT * FROM profiles.profiles ORDER BY profile_id")
+            .await
+            .unwrap(),
     );
     for t in ["profile_merges", "refused_edges", "identity_links"] {
         out.extend(
-            text_rows(lake, &format!("SELECT * FROM profiles.{t} ORDER BY 1, 2, 3, 4, 5, 6, 7"))
-                .await
-                .unwrap(),
+            text_rows(
+                lake,
+                &format!("SELECT * FROM profiles.{t} ORDER BY 1, 2, 3, 4, 5, 6, 7"),
+            )
+            .await
+            .unwrap(),
         );
     }
     out
@@ -93,9 +102,16 @@ async fn a_run_writes_the_profile_tables_and_the_next_run_reads_only_new_rows() 
     .unwrap();
     let sizes: Vec<&str> = p.iter().map(|r| r[1].as_deref().unwrap()).collect();
     assert_eq!(sizes, ["4", "4", "1", "1"], "{p:?}");
-    let refused = text_rows(&lake, "SELECT rule, to_value FROM profiles.refused_edges").await.unwrap();
-    assert_eq!(refused, [[Some("blocked_value".into()), Some("null".into())]]);
-    let ann = explain(&lake, &config, "email:ANN@example.com").await.unwrap();
+    let refused = text_rows(&lake, "SELECT rule, to_value FROM profiles.refused_edges")
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        [[Some("blocked_value".into()), Some("null".into())]]
+    );
+    let ann = explain(&lake, &config, "email:ANN@example.com")
+        .await
+        .unwrap();
     let text = ann.to_string();
     assert_eq!(ann.members.len(), 4, "{text}");
     assert!(text.contains("joined via"), "{text}");
@@ -124,7 +140,10 @@ async fn a_run_writes_the_profile_tables_and_the_next_run_reads_only_new_rows() 
     exec(&once, DAY2).await;
     run(&once, &config, &sources(), &()).await.unwrap();
     let ids = "SELECT id_type, id_value, profile_id FROM profiles.identity_map ORDER BY 1, 2";
-    assert_eq!(text_rows(&lake, ids).await.unwrap(), text_rows(&once, ids).await.unwrap());
+    assert_eq!(
+        text_rows(&lake, ids).await.unwrap(),
+        text_rows(&once, ids).await.unwrap()
+    );
 
     let rep = report(&lake).await.unwrap();
     assert_eq!(rep.profiles, 3);
@@ -143,7 +162,12 @@ async fn a_crash_at_any_step_then_a_rerun_gives_the_tables_of_an_uninterrupted_r
     run(&clean, &config, &sources(), &()).await.unwrap();
     let want = snapshot(&clean).await;
 
-    for point in [CrashPoint::Planned, CrashPoint::History, CrashPoint::Profiles, CrashPoint::IdentityMap] {
+    for point in [
+        CrashPoint::Planned,
+        CrashPoint::History,
+        CrashPoint::Profiles,
+        CrashPoint::IdentityMap,
+    ] {
         for crash_run in [1, 2] {
             let dir = tempfile::tempdir().unwrap();
             let lake = open(&dir).await;
@@ -175,8 +199,13 @@ async fn a_crash_at_any_step_then_a_rerun_gives_the_tables_of_an_uninterrupted_r
                 v
             };
             assert_eq!(strip(&got), strip(&want), "{point:?} in run {crash_run}");
-            let runs = lake.sql("SELECT count(*) FROM _tideway.unify_runs WHERE status = 'done'").await.unwrap();
-            let SqlOutput::Rows(runs) = runs else { panic!() };
+            let runs = lake
+                .sql("SELECT count(*) FROM _tideway.unify_runs WHERE status = 'done'")
+                .await
+                .unwrap();
+            let SqlOutput::Rows(runs) = runs else {
+                panic!()
+            };
             assert_eq!(runs.num_rows(), 1);
         }
     }
@@ -188,7 +217,10 @@ async fn a_missing_column_is_named_with_the_columns_that_exist() {
     let lake = open(&dir).await;
     exec(&lake, "CREATE TABLE crm.contacts (id VARCHAR, mail VARCHAR, external_id VARCHAR, updated_at TIMESTAMP); INSERT INTO crm.contacts VALUES ('c1', 'a@b.io', NULL, TIMESTAMP '2026-11-01 09:00:00')").await;
     let config = UnifyConfig::parse(CONFIG, "tideway.toml").unwrap();
-    let e = run(&lake, &config, &sources(), &()).await.unwrap_err().to_string();
+    let e = run(&lake, &config, &sources(), &())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("unify source `crm.contacts`: its `email` column `email` does not exist; the table has: id, mail, external_id, updated_at"),
         "{e}"
