@@ -71,6 +71,7 @@ export TIDEWAY_KAFKA_PID TIDEWAY_KAFKA_SASL_PID
 echo "kafka: tansu ${TANSU_VERSION}: TIDEWAY_KAFKA=${TIDEWAY_KAFKA} TIDEWAY_KAFKA_SASL=${TIDEWAY_KAFKA_SASL} (logs in ${tideway_kafka_dir})"
 
 tideway_kafka_prev_trap="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
+# SIGKILL: a tansu 0.6.0 broker was seen outliving SIGTERM; its SQLite store is throwaway.
 # shellcheck disable=SC2064
-trap "${tideway_kafka_prev_trap:+${tideway_kafka_prev_trap};} kill ${TIDEWAY_KAFKA_PID} ${TIDEWAY_KAFKA_SASL_PID} 2>/dev/null || true" EXIT
+trap "${tideway_kafka_prev_trap:+${tideway_kafka_prev_trap};} kill -9 ${TIDEWAY_KAFKA_PID} ${TIDEWAY_KAFKA_SASL_PID} 2>/dev/null || true" EXIT
 unset tideway_kafka_port tideway_kafka_pid tideway_kafka_prev_trap

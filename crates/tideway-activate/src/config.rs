@@ -115,6 +115,9 @@ pub struct SyncConfig {
     pub key: Vec<String>,
     pub destination: String,
     pub event: EventType,
+    /// A `track` sync of an event table: each row's event name comes from this column (and
+    /// the column is not sent as a property).
+    pub event_column: Option<String>,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     pub group_id: Option<String>,
@@ -145,6 +148,7 @@ struct RawSync {
     #[serde(rename = "type")]
     kind: Spanned<String>,
     event: Option<Spanned<String>>,
+    event_column: Option<Spanned<String>>,
     user_id: Option<Spanned<String>>,
     anonymous_id: Option<Spanned<String>>,
     group_id: Option<Spanned<String>>,
@@ -261,14 +265,24 @@ impl SyncConfig {
         let event = match raw.kind.get_ref().as_str() {
             "identify" => Some(EventType::Identify),
             "group" => Some(EventType::Group),
-            "track" => match &raw.event {
-                Some(e) if !e.get_ref().trim().is_empty() => Some(EventType::Track {
+            "track" => match (&raw.event, &raw.event_column) {
+                (Some(e), None) if !e.get_ref().trim().is_empty() => Some(EventType::Track {
                     event: e.get_ref().clone(),
                 }),
+                (None, Some(_)) => Some(EventType::Track {
+                    event: String::new(),
+                }),
+                (Some(e), Some(_)) => {
+                    diags.at(
+                        Some(e.span()),
+                        "a `track` sync takes its event name from `event` (one name for every row) or `event_column` (a column holding each row's name), not both",
+                    );
+                    None
+                }
                 _ => {
                     diags.at(
                         Some(raw.kind.span()),
-                        "a `track` sync needs the event name: add `event = \"Lead Scored\"`",
+                        "a `track` sync needs the event name: add `event = \"Lead Scored\"`, or `event_column = \"event\"` to take each row's name from a column",
                     );
                     None
                 }
@@ -284,6 +298,13 @@ impl SyncConfig {
                 None
             }
         };
+        if let (Some(e), Some(EventType::Identify | EventType::Group)) = (&raw.event_column, &event)
+        {
+            diags.at(
+                Some(e.span()),
+                "`event_column` names the column holding a `track` sync's event names; this sync sends another type",
+            );
+        }
         if let (Some(e), Some(EventType::Identify | EventType::Group)) = (&raw.event, &event) {
             diags.at(
                 Some(e.span()),
@@ -296,6 +317,7 @@ impl SyncConfig {
                 c.get_ref().clone()
             })
         };
+        let event_column = column(&raw.event_column);
         let user_id = column(&raw.user_id);
         let anonymous_id = column(&raw.anonymous_id);
         let group_id = column(&raw.group_id);
@@ -432,6 +454,7 @@ impl SyncConfig {
             key,
             destination,
             event: event.unwrap_or(EventType::Identify),
+            event_column,
             user_id,
             anonymous_id,
             group_id,
@@ -459,6 +482,7 @@ impl SyncConfig {
             .iter()
             .filter(|c| self.include.is_empty() || self.include.contains(c))
             .filter(|c| !self.exclude.contains(c))
+            .filter(|c| self.event_column.as_ref() != Some(c))
             .cloned()
             .collect()
     }

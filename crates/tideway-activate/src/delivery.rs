@@ -185,6 +185,63 @@ impl Delivery {
             .collect()
     }
 
+    /// Delivers `events` keeping each user's events in order, for live forwarding. Events go
+    /// into lanes by a hash of their user (`userId`, else `anonymousId`); a lane's batches are
+    /// sent one after another, lanes side by side up to the destination's concurrency. A lane
+    /// stops at its first batch that ends with an event still to retry: every later event of
+    /// that lane comes back as `Retry` with `attempts == 0`, unsent, so a caller that sends
+    /// the events still to retry again, in order, never lets a later event of a user overtake
+    /// an earlier one.
+    pub async fn deliver_in_order(
+        &self,
+        events: &[OutboundEvent],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Vec<Delivered> {
+        let limits = self.destination.limits();
+        let lanes = limits.concurrency.max(1);
+        let mut by_lane: Vec<Vec<usize>> = vec![Vec::new(); lanes];
+        for (i, e) in events.iter().enumerate() {
+            let user = e.user_id().unwrap_or_default();
+            let lane = xxhash_rust::xxh3::xxh3_64(user.as_bytes()) as usize % lanes;
+            by_lane[lane].push(i);
+        }
+        let mut results: Vec<Option<Delivered>> = vec![None; events.len()];
+        let mut stream = futures::stream::iter(by_lane.into_iter().filter(|l| !l.is_empty()).map(
+            |lane| async move {
+                let own: Vec<OutboundEvent> = lane.iter().map(|&i| events[i].clone()).collect();
+                let mut out: Vec<Delivered> = Vec::with_capacity(own.len());
+                for range in batches(&own, limits) {
+                    if out.iter().any(|d| matches!(d.outcome, Outcome::Retry { .. })) {
+                        let error = DeliveryError::external(
+                            None,
+                            "not sent yet: an earlier event of the same user is waiting to be retried",
+                        );
+                        out.extend(range.map(|_| Delivered {
+                            outcome: Outcome::Retry { after: None, error: error.clone() },
+                            attempts: 0,
+                            latency: Duration::ZERO,
+                        }));
+                        continue;
+                    }
+                    let n = range.len();
+                    out.extend(self.deliver_batch(&own, range.collect()).await);
+                    progress(n);
+                }
+                (lane, out)
+            },
+        ))
+        .buffer_unordered(lanes);
+        while let Some((lane, out)) = stream.next().await {
+            for (i, d) in lane.into_iter().zip(out) {
+                results[i] = Some(d);
+            }
+        }
+        results
+            .into_iter()
+            .map(|d| d.expect("every event of every lane has an outcome"))
+            .collect()
+    }
+
     /// One batch (indexes into `events`), retried and split until every event is final.
     async fn deliver_batch(&self, events: &[OutboundEvent], idx: Vec<usize>) -> Vec<Delivered> {
         let start = Instant::now();
@@ -420,6 +477,97 @@ mod tests {
             matches!(&out[0].outcome, Outcome::Retry { error, .. } if error.status == Some(429))
         );
         assert_eq!(out[0].attempts, 3);
+    }
+
+    /// Down for any batch holding an event marked `"down": true`; remembers (user, seq).
+    #[derive(Debug, Default)]
+    struct Outage {
+        accepted: Mutex<Vec<(String, u64)>>,
+    }
+
+    #[async_trait]
+    impl Destination for Outage {
+        fn name(&self) -> &str {
+            "outage"
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        async fn healthcheck(&self) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+        async fn deliver(&self, batch: &[OutboundEvent]) -> Vec<Outcome> {
+            if batch.iter().any(|e| e.event["down"] == json!(true)) {
+                return Outcome::Retry {
+                    after: None,
+                    error: DeliveryError::external(Some(503), "down"),
+                }
+                .all(batch.len());
+            }
+            let mut accepted = self.accepted.lock().unwrap();
+            for e in batch {
+                accepted.push((e.user_id().unwrap(), e.event["seq"].as_u64().unwrap()));
+            }
+            Outcome::Delivered.all(batch.len())
+        }
+        fn limits(&self) -> BatchLimits {
+            BatchLimits {
+                max_events: 2,
+                max_bytes: 1 << 20,
+                requests_per_second: None,
+                concurrency: 2,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn in_order_delivery_stops_a_users_lane_at_its_first_retry() {
+        let lane = |u: &str| xxhash_rust::xxh3::xxh3_64(u.as_bytes()) % 2;
+        let other = ["b", "c", "d", "e", "f", "g"]
+            .into_iter()
+            .find(|u| lane(u) != lane("a"))
+            .unwrap();
+        let mut events = Vec::new();
+        for seq in 0..6u64 {
+            for user in ["a", other] {
+                events.push(OutboundEvent {
+                    origin: format!("{user}{seq}"),
+                    op: Op::Upsert,
+                    event: json!({"type": "track", "userId": user, "seq": seq, "down": user == "a" && seq == 2}),
+                });
+            }
+        }
+        let dest = Arc::new(Outage::default());
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        };
+        let out = Delivery::new(dest.clone(), policy)
+            .deliver_in_order(&events, &|_| {})
+            .await;
+        let accepted = dest.accepted.lock().unwrap().clone();
+        let seqs = |u: &str| -> Vec<u64> {
+            accepted
+                .iter()
+                .filter(|(x, _)| x == u)
+                .map(|(_, s)| *s)
+                .collect()
+        };
+        assert_eq!(seqs("a"), vec![0, 1], "a stops before its failing event");
+        assert_eq!(seqs(other), vec![0, 1, 2, 3, 4, 5], "another lane goes on");
+        for (e, d) in events.iter().zip(&out) {
+            let seq = e.event["seq"].as_u64().unwrap();
+            match (e.user_id().as_deref(), seq) {
+                // The batch holding the failing event: tried, then given up.
+                (Some("a"), 2 | 3) => assert_eq!(d.attempts, 2, "{d:?}"),
+                (Some("a"), s) if s > 3 => {
+                    assert!(matches!(d.outcome, Outcome::Retry { .. }));
+                    assert_eq!(d.attempts, 0, "later events of a are not sent: {d:?}");
+                }
+                _ => assert_eq!(d.outcome, Outcome::Delivered, "{e:?}"),
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | present | none, or never accepted | added |
 //! | present, hash differs from the accepted one (and from a dead-lettered one) | accepted | changed |
 //! | present, same hash | accepted | nothing |
+//! | present, same hash as the accepted one | rejected or dead (a newer version was refused) | reverted: accepted again, nothing sent |
 //! | gone | accepted | removed |
 //! | gone | never accepted | forgotten (its pending retry is dropped from the state) |
 //! | present or gone | `sending` (a run crashed while delivering it) | sent again: added, changed or removed, whatever its hash |
@@ -168,6 +169,7 @@ pub fn diff_sql(
          (SELECT key, hash, dead_hash, payload, attempts, status FROM {state} WHERE sync = {name}) st \
          ON src.{k} = st.key \
          WHERE src.{k} IS NULL OR st.key IS NULL OR st.status = 'sending' \
+         OR (st.status IN ('rejected', 'dead') AND src.{h} = st.hash) \
          OR ((src.{h} IS DISTINCT FROM st.hash) AND (src.{h} IS DISTINCT FROM st.dead_hash))",
         ok = col::OLD_KEY,
         oh = col::OLD_HASH,

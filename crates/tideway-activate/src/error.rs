@@ -37,6 +37,9 @@ pub enum ActivateError {
     /// A query over the lake failed.
     #[error(transparent)]
     Query(Box<deltalake::datafusion::error::DataFusionError>),
+    /// The collector's event log failed (live connections read it).
+    #[error("the event log: {0}")]
+    EventLog(#[from] tideway_collect::log::LogError),
     /// An invariant of Tideway's own broke.
     #[error("internal error (likely a bug in Tideway, please report it): {0}")]
     Internal(String),
@@ -70,6 +73,7 @@ impl Faulty for ActivateError {
             ActivateError::Io { .. } | ActivateError::Destination { .. } => Fault::External,
             ActivateError::Lake(e) => e.fault(),
             ActivateError::Query(_) => Fault::External,
+            ActivateError::EventLog(e) => e.fault(),
             ActivateError::Internal(_) => Fault::Internal,
         }
     }

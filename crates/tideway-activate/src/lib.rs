@@ -9,6 +9,7 @@
 //!   batches, per-event outcomes; one loop for every destination.
 //! - [`destination`]: the [`destination::Destination`] trait and one folder per destination.
 //! - [`run`]: a sync run, committing the state only for rows the destination accepted.
+//! - [`forward`]: live connections, the collector's events forwarded as they arrive.
 //! - [`state`]: the `_tideway.sync_state`, `sync_log` and `sync_runs` tables.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@ pub mod destination;
 pub mod diff;
 pub mod error;
 pub mod fake;
+pub mod forward;
 pub mod run;
 pub mod schedule;
 pub mod state;
@@ -46,6 +48,8 @@ pub struct Project {
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub scripts: Vec<transform::Source>,
     pub syncs: Vec<SyncConfig>,
+    /// Live connections (`[connections.NAME]`): collect sources forwarded to destinations.
+    pub connections: Vec<forward::ConnectionConfig>,
 }
 
 impl Project {
@@ -62,19 +66,36 @@ impl Project {
             Err(_) => tideway_core_destination_names(&text),
         };
         let syncs = config::load_syncs(&dir.join("syncs"), &destination_names, &names);
-        match (destinations, syncs) {
-            (Ok(destinations), Ok(syncs)) => Ok(Project {
+        let connections = forward::connections(
+            &text,
+            &file.display().to_string(),
+            &collect_source_names(&text),
+            &destination_names,
+            &names,
+        );
+        match (destinations, syncs, connections) {
+            (Ok(destinations), Ok(syncs), Ok(connections)) => Ok(Project {
                 dir: dir.to_path_buf(),
                 destinations,
                 scripts,
                 syncs,
+                connections,
             }),
-            (Err(mut a), Err(ActivateError::Config(b))) => {
-                a.0.extend(b.0);
-                Err(a.into())
+            (destinations, syncs, connections) => {
+                let mut problems = Vec::new();
+                if let Err(a) = destinations {
+                    problems.extend(a.0);
+                }
+                match syncs {
+                    Err(ActivateError::Config(b)) => problems.extend(b.0),
+                    Err(other) => return Err(other),
+                    Ok(_) => {}
+                }
+                if let Err(c) = connections {
+                    problems.extend(c.0);
+                }
+                Err(tideway_core::config::ConfigErrors(problems).into())
             }
-            (Err(a), _) => Err(a.into()),
-            (_, Err(b)) => Err(b),
         }
     }
 
@@ -123,6 +144,17 @@ pub fn scripts(dir: &Path) -> Result<Vec<transform::Source>> {
             })
         })
         .collect()
+}
+
+/// The `[collect.sources.NAME]` names written in `text` (core's config checks those tables).
+fn collect_source_names(text: &str) -> Vec<String> {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| {
+            let sources = t.get("collect")?.get("sources")?.as_table()?;
+            Some(sources.keys().cloned().collect())
+        })
+        .unwrap_or_default()
 }
 
 /// The destination names written in `text`, for checking sync files when a destination

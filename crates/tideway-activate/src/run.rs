@@ -9,7 +9,7 @@
 //! rerun, re-sends at most the chunk in flight and loses nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
@@ -23,7 +23,7 @@ use crate::delivery::{Delivery, RetryPolicy};
 use crate::destination::{Destination, Op, OutboundEvent, Outcome};
 use crate::diff::{self, col};
 use crate::state::{self, DeadRow, LogRow, RunCounts, StateRow};
-use crate::transform::{Limits, Source, Transformation};
+use crate::transform::{Chain, Limits, Source};
 use crate::{ActivateError, Result};
 
 /// The state of a row being delivered (see the write-ahead in `chunk`).
@@ -104,6 +104,9 @@ enum Change {
     Removed,
     /// A never-accepted row that left the source: its pending retry is dropped.
     Forgotten,
+    /// A refused row whose source went back to the version the destination holds: its
+    /// pending retry is dropped and nothing is sent.
+    Reverted,
 }
 
 impl Change {
@@ -113,6 +116,7 @@ impl Change {
             Change::Changed => "changed",
             Change::Removed => "removed",
             Change::Forgotten => "forgotten",
+            Change::Reverted => "reverted",
         }
     }
 }
@@ -121,7 +125,7 @@ impl Change {
 pub struct SyncJob {
     pub config: SyncConfig,
     destination: Arc<dyn Destination>,
-    transforms: Arc<Mutex<Vec<(String, Transformation)>>>,
+    transforms: Chain,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -152,27 +156,11 @@ impl SyncJob {
         scripts: &[Source],
         limits: Limits,
     ) -> Result<SyncJob> {
-        let mut transforms = Vec::new();
-        for name in &config.transformations {
-            let main = scripts.iter().find(|s| &s.name == name).ok_or_else(|| {
-                ActivateError::Internal(format!(
-                    "transformation `{name}` was checked but is missing"
-                ))
-            })?;
-            let libraries: Vec<Source> = scripts
-                .iter()
-                .filter(|s| &s.name != name)
-                .cloned()
-                .collect();
-            transforms.push((
-                name.clone(),
-                Transformation::load(main, &libraries, limits.clone())?,
-            ));
-        }
+        let transforms = Chain::load(&config.name, &config.transformations, scripts, limits)?;
         Ok(SyncJob {
             config,
             destination,
-            transforms: Arc::new(Mutex::new(transforms)),
+            transforms,
         })
     }
 
@@ -253,6 +241,7 @@ impl SyncJob {
                 &sync.anonymous_id,
                 &sync.group_id,
                 &sync.time_column,
+                &sync.event_column,
             ]
             .into_iter()
             .flatten(),
@@ -409,6 +398,9 @@ impl SyncJob {
             let sending = row.old_status.as_deref() == Some(SENDING);
             let change = match (&row.values, &row.old_key, &row.old_hash) {
                 (Some(_), _, None) => Change::Added,
+                (Some(_), _, Some(old)) if !sending && row.hash.as_ref() == Some(old) => {
+                    Change::Reverted
+                }
                 (Some(_), _, Some(_)) => Change::Changed,
                 (None, Some(_), Some(_)) => Change::Removed,
                 (None, Some(_), None) if sending => Change::Removed,
@@ -456,6 +448,7 @@ impl SyncJob {
                 Change::Changed => counts.changed += 1,
                 Change::Removed => counts.removed += 1,
                 Change::Forgotten => counts.forgotten += 1,
+                Change::Reverted => counts.reverted += 1,
             };
             if change == Change::Forgotten {
                 count(counts);
@@ -469,6 +462,20 @@ impl SyncJob {
                     message: None,
                     delete: true,
                 });
+                continue;
+            }
+            if change == Change::Reverted {
+                count(counts);
+                states.push(accepted(&key, row));
+                logs.push(log(
+                    Some(&key),
+                    change.label(),
+                    "skipped",
+                    Some("the source is back at the version the destination holds".into()),
+                    0,
+                    0,
+                    None,
+                ));
                 continue;
             }
             if change == Change::Added && plan.first_run && self.skipped_by_backfill(row) {
@@ -514,7 +521,7 @@ impl SyncJob {
             .iter()
             .map(|(_, _, e, m)| (e.clone(), m.clone()))
             .collect();
-        let transformed = self.transform(inputs).await?;
+        let transformed = self.transforms.run(inputs).await?;
         // One entry per outgoing row: its events, or why the transformation failed.
         let mut events: Vec<OutboundEvent> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
@@ -745,7 +752,7 @@ impl SyncJob {
     ) -> Result<()> {
         let sync = &self.config;
         if !dead.is_empty() {
-            let batch = state::dead_batch(&sync.name, &sync.source, &dead);
+            let batch = state::dead_batch(&format!("sync:{}", sync.name), &sync.source, &dead);
             lake.append(&state::table(state::DEAD_LETTERS), vec![batch])
                 .await?;
         }
@@ -765,55 +772,6 @@ impl SyncJob {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Runs the transformations in order on each (event, metadata); per input, the events
-    /// that come out, or why a transformation failed.
-    async fn transform(
-        &self,
-        inputs: Vec<(Value, Value)>,
-    ) -> Result<Vec<std::result::Result<Vec<Value>, String>>> {
-        let transforms = self.transforms.clone();
-        let sync = self.config.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut transforms = transforms.lock().expect("transformations lock poisoned");
-            let mut results: Vec<std::result::Result<Vec<Value>, String>> =
-                inputs.iter().map(|(e, _)| Ok(vec![e.clone()])).collect();
-            for (name, t) in transforms.iter_mut() {
-                // Flatten the current events of every input into one call.
-                let mut calls = Vec::new();
-                let mut from = Vec::new();
-                for (i, r) in results.iter().enumerate() {
-                    if let Ok(events) = r {
-                        for e in events {
-                            calls.push((e.clone(), inputs[i].1.clone()));
-                            from.push(i);
-                        }
-                    }
-                }
-                let outputs = t.run(&calls);
-                let mut next: Vec<std::result::Result<Vec<Value>, String>> = results
-                    .iter()
-                    .map(|r| r.as_ref().map(|_| Vec::new()).map_err(Clone::clone))
-                    .collect();
-                for (i, out) in from.into_iter().zip(outputs) {
-                    match (out, &mut next[i]) {
-                        (Ok(out), Ok(events)) => {
-                            for line in &out.logs {
-                                tracing::info!(sync = %sync, transformation = %name, "{line}");
-                            }
-                            events.extend(out.events);
-                        }
-                        (Err(e), slot) => *slot = Err(format!("transformation `{name}`: {e}")),
-                        (Ok(_), Err(_)) => {}
-                    }
-                }
-                results = next;
-            }
-            results
-        })
-        .await
-        .map_err(|e| ActivateError::Internal(format!("a transformation thread panicked: {e}")))
     }
 
     /// The event a changed row becomes; `Ok(None)` when nothing is sent (`on_delete =
@@ -854,7 +812,22 @@ impl SyncJob {
         let mut event = Map::new();
         event.insert("type".into(), kind.name().into());
         if let EventType::Track { event: name } = &kind {
-            event.insert("event".into(), name.clone().into());
+            // An event table names each row's event in a column (a removal sent as an event
+            // keeps the name `on_delete` gives it).
+            let name = match (&sync.event_column, change) {
+                (Some(column), c) if c != Change::Removed => match values.get(column) {
+                    Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
+                    Some(Value::Null) | None => {
+                        return Err(format!("`{column}` is null: a track event needs a name"));
+                    }
+                    Some(Value::String(_)) => {
+                        return Err(format!("`{column}` is empty: a track event needs a name"));
+                    }
+                    Some(other) => other.to_string(),
+                },
+                _ => name.clone(),
+            };
+            event.insert("event".into(), name.into());
         }
         match &kind {
             EventType::Group => {
@@ -940,8 +913,17 @@ impl SyncJob {
             "tw-{:032x}",
             xxhash_rust::xxh3::xxh3_128(format!("{}\u{0}{key}\u{0}{digest}", sync.name).as_bytes())
         );
-        let at = plan
-            .started
+        // A track event happened at its row's time (an event table's own timestamp); other
+        // calls, and rows without a time, are stamped with the run's start.
+        let row_time = match (&kind, &sync.time_column, change) {
+            (EventType::Track { .. }, Some(column), c) if c != Change::Removed => values
+                .get(column)
+                .and_then(Value::as_str)
+                .and_then(tideway_core::time::parse_instant),
+            _ => None,
+        };
+        let at = row_time
+            .unwrap_or(plan.started)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         event["messageId"] = message_id.into();
         event["timestamp"] = at.clone().into();

@@ -159,7 +159,7 @@ pub fn log_batch(sync: &str, run: i64, rows: &[LogRow]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(schema), columns).expect("log columns match their schema")
 }
 
-/// A dead-lettered row, in the collector's `dead_letters` layout (`source` = `sync:<name>`).
+/// A dead-lettered row or event, in the collector's `dead_letters` layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadRow {
     pub key: String,
@@ -169,7 +169,9 @@ pub struct DeadRow {
     pub payload: String,
 }
 
-pub fn dead_batch(sync: &str, source_table: &str, rows: &[DeadRow]) -> RecordBatch {
+/// `origin` is who gave up on the rows (`sync:<name>`, `forward:<connection>`), `table` what
+/// they came from (a sync's source table, a connection's collect source).
+pub fn dead_batch(origin: &str, table: &str, rows: &[DeadRow]) -> RecordBatch {
     let schema = Schema::new(vec![
         Field::new("source", DataType::Utf8, true),
         Field::new("table_name", DataType::Utf8, true),
@@ -184,8 +186,8 @@ pub fn dead_batch(sync: &str, source_table: &str, rows: &[DeadRow]) -> RecordBat
     let n = rows.len();
     let now = now_micros();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![format!("sync:{sync}"); n])),
-        Arc::new(StringArray::from(vec![source_table; n])),
+        Arc::new(StringArray::from(vec![origin; n])),
+        Arc::new(StringArray::from(vec![table; n])),
         Arc::new(StringArray::from(vec!["deliver"; n])),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.code))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.key))),
@@ -217,6 +219,8 @@ pub struct RunCounts {
     pub failed: u64,
     pub dead: u64,
     pub forgotten: u64,
+    /// Refused rows whose source went back to the version the destination holds.
+    pub reverted: u64,
 }
 
 pub fn runs_batch(

@@ -120,6 +120,37 @@ impl Meta {
         out.into()
     }
 
+    /// The event as a destination receives it: its own fields, with what the server knows
+    /// written in (`type`, `messageId`, the corrected `timestamp`, `originalTimestamp`,
+    /// `sentAt`, `receivedAt`) and the batch's `context` under the event's own (the event's
+    /// keys win). `body` is the event's bytes from the record.
+    pub fn event(&self, body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        use serde_json::Value;
+        let mut event: serde_json::Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|e| format!("the logged event is not a JSON object: {e}"))?;
+        let mut set = |key: &str, value: Option<&String>| {
+            if let Some(v) = value {
+                event.insert(key.to_string(), Value::String(v.clone()));
+            }
+        };
+        set("type", self.kind.as_ref());
+        set("messageId", self.message_id.as_ref());
+        set("timestamp", self.timestamp.as_ref());
+        set("originalTimestamp", self.original_timestamp.as_ref());
+        set("sentAt", self.sent_at.as_ref());
+        set("receivedAt", Some(&self.received_at));
+        if let Some(batch) = &self.batch_context
+            && let Ok(mut context) =
+                serde_json::from_str::<serde_json::Map<String, Value>>(batch.get())
+        {
+            if let Some(Value::Object(own)) = event.remove("context") {
+                context.extend(own);
+            }
+            event.insert("context".into(), Value::Object(context));
+        }
+        Ok(event)
+    }
+
     /// Splits a log record into its header and the event's bytes.
     pub fn parse(record: &[u8]) -> Result<(Meta, &[u8]), String> {
         let newline = record
@@ -447,6 +478,33 @@ mod tests {
     fn check_str(text: &str, env: &Envelope<'_>) -> Result<Meta, Rejection> {
         let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
         check(&raw, env)
+    }
+
+    #[test]
+    fn a_logged_event_reads_back_with_what_the_server_added() {
+        let batch: Box<RawValue> =
+            serde_json::from_str(r#"{"library":{"name":"analytics-node"},"ip":"10.0.0.1"}"#)
+                .unwrap();
+        let mut e = env(None);
+        e.batch_context = Some(&batch);
+        let body = r#"{"type":"track","userId":"u1","event":"Paid","context":{"ip":"10.0.0.9"}}"#;
+        let meta = check_str(body, &e).unwrap();
+        let record = meta.record(body.as_bytes());
+        let (meta, bytes) = Meta::parse(&record).unwrap();
+        let event = meta.event(bytes).unwrap();
+        assert_eq!(event["type"], "track");
+        assert_eq!(event["event"], "Paid");
+        assert_eq!(event["receivedAt"], "2026-11-25T12:00:10.000Z");
+        assert_eq!(event["timestamp"], "2026-11-25T12:00:10.000Z");
+        assert!(event["messageId"].as_str().unwrap().starts_with("tw-"));
+        // The event's own context wins per key; the batch's fills the rest.
+        assert_eq!(event["context"]["ip"], "10.0.0.9");
+        assert_eq!(event["context"]["library"]["name"], "analytics-node");
+        assert!(
+            meta.event(b"[1]")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
     }
 
     #[test]

@@ -159,6 +159,11 @@ impl Service {
         &self.collector
     }
 
+    /// The durable event log, for more consumers (live connections).
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        Arc::new(self.log.clone())
+    }
+
     /// Serves the API on `listener` and runs the loader until `stop` resolves; then stops
     /// taking requests, loads what the log holds, and writes the dedupe index.
     pub async fn serve(

@@ -230,6 +230,10 @@ struct RawProject {
     #[serde(default)]
     #[allow(dead_code)]
     predict: Option<toml::Table>,
+    /// Checked by `tideway_activate::forward::connections`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    connections: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default)]

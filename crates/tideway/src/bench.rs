@@ -53,6 +53,21 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Live forwarding end to end: collector -> event log -> connection -> a webhook on
+    /// loopback. Delay from ack to delivery at light load, and forwarded events/s next to the
+    /// collector's own ack rate.
+    Forward {
+        /// Single events sent at `--rate` per second, for the delay.
+        #[arg(long, default_value_t = 1000)]
+        light: usize,
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Events sent in batches as fast as acknowledged, for the throughput.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The nested-JSON normalizer alone, on one core: recorded JSON:API pages (parse, unwrap,
     /// flatten into Arrow tables), in MB of JSON per second.
     Normalize {
@@ -159,6 +174,15 @@ pub async fn run(command: BenchCommand) -> Result<()> {
                 dir: scratch.path().to_path_buf(),
             })
             .await
+        }
+        BenchCommand::Forward {
+            light,
+            rate,
+            events,
+            dir,
+        } => {
+            let scratch = Scratch::new(dir)?;
+            crate::bench_forward::run(scratch.path(), light, rate, events).await
         }
         BenchCommand::ModelsWatch {
             project,

@@ -90,6 +90,18 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Watch live events arrive at a running `tideway serve` and each live connection deliver
+    /// them (event, destination, outcome).
+    #[command(
+        after_help = "Needs the admin token `tideway serve` was started with, in $TIDEWAY_ADMIN_TOKEN.\n\nExample:\n  TIDEWAY_ADMIN_TOKEN=secret tideway tail\n  tideway tail --url http://10.0.0.5:8080 --format json"
+    )]
+    Tail {
+        /// The server (default: `[collect] listen` of this project).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, short = 'f', value_enum, default_value_t = crate::models::CompileFormat::Text)]
+        format: crate::models::CompileFormat,
+    },
     /// Pull data from the sources in sources/*.toml into the lake, incrementally.
     #[command(
         after_help = "Each source's tables land in the schema named after its file (sources/kustomer.toml ->\nkustomer.customers, kustomer.customers__emails, ...). A run reads only what changed since the\nlast one; the cursor commits with the rows, so a crash then a rerun gives no duplicate and no gap.\n\nExample:\n  tideway extract kustomer\n  tideway extract kustomer --resource customers --full-refresh"
@@ -295,6 +307,28 @@ pub async fn run(cli: Cli) -> Result<()> {
             let project = Project::find(cli.project.as_deref())?;
             serve(&project, listen).await
         }
+        Command::Tail { url, format } => {
+            let base = match url {
+                Some(url) => url,
+                None => {
+                    let project = Project::find(cli.project.as_deref())?;
+                    format!("http://{}", project.config.collect.listen)
+                }
+            };
+            let token = std::env::var(crate::profile_api::TOKEN_VAR).with_context(|| {
+                format!(
+                    "set ${} to the admin token `tideway serve` was started with",
+                    crate::profile_api::TOKEN_VAR
+                )
+            })?;
+            let url = format!("{}/v1/tail", base.trim_end_matches('/'));
+            crate::tail::run(
+                &url,
+                &token,
+                matches!(format, crate::models::CompileFormat::Json),
+            )
+            .await
+        }
         Command::Extract {
             source,
             resources,
@@ -396,6 +430,7 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
     let lake = project.lake().await?;
     let log_dir = project.dir.join(&config.log_dir);
     let service = tideway_collect::service::Service::start(lake, config, &log_dir).await?;
+    let (connections, running) = crate::sync::start_connections(project, service.log()).await?;
     let sources: Vec<&str> = config.sources.keys().map(String::as_str).collect();
     eprintln!(
         "collecting on http://{listen} for source(s) {}; log in {}; Ctrl-C to stop",
@@ -415,12 +450,14 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
         Ok(token) if !token.is_empty() => {
             let (routes, task) = crate::profile_api::routes(
                 project.lake().await?,
-                token,
+                token.clone(),
                 std::time::Duration::from_secs(2),
             )
             .await?;
             eprintln!("profile API on http://{listen}/v1/profiles/{{type}}:{{value}}");
-            (routes, Some(task))
+            eprintln!("live tail on http://{listen}/v1/tail (`tideway tail`)");
+            let tail = crate::tail::routes(service.log(), running, token);
+            (routes.merge(tail), Some(task))
         }
         _ => (axum::Router::new(), None),
     };
@@ -432,6 +469,8 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
     scheduler.abort();
     syncs.abort();
     unify.abort();
+    // A connection stopped mid-step sends again, on restart, what it had not committed.
+    connections.iter().for_each(|c| c.abort());
     if let Some(index) = index {
         index.abort();
     }

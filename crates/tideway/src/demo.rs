@@ -63,11 +63,13 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
         "a project made by `tideway demo`; safe to delete\n",
     )?;
     let (customerio, salesforce) = crate::demo_sync::start().await?;
+    let live_hook = crate::demo_traffic::start_hook().await?;
     std::fs::write(
         dir.join("tideway.toml"),
         crate::scaffold::PROJECT_TOML.replace("{name}", "tideway-demo")
             + crate::demo_traffic::COLLECT_TOML
             + &crate::demo_sync::destinations_toml(&customerio, &salesforce)
+            + &crate::demo_traffic::connections_toml(&live_hook)
             + crate::demo_unify::UNIFY_TOML,
     )?;
     let project = Project::open(dir)?;
@@ -134,7 +136,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     bar.inc(1);
 
     bar.set_message("collecting web and app traffic through the HTTP API");
-    let traffic = crate::demo_traffic::run(&project, lake.clone(), customers).await?;
+    let traffic = crate::demo_traffic::run(&project, lake.clone(), customers, &live_hook).await?;
     let collected = lake
         .sql(
             "SELECT 'web' AS source, 'pages' AS table_name, count(*) AS rows FROM web.pages \
@@ -250,6 +252,11 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     if let SqlOutput::Rows(rows) = collected {
         output::print_rows(&rows)?;
     }
+    println!(
+        "Forwarded live (connection `app_orders`, source app -> a local webhook): {} \"Order Completed\" \
+         events, in order per user, as they arrived; {} of them by the time the last request was answered",
+        traffic.forwarded, traffic.forwarded_during
+    );
     println!("\nTop pages (web.pages, loaded from the event log):");
     if let SqlOutput::Rows(rows) = top_pages {
         output::print_rows(&rows)?;

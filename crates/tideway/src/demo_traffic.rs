@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use tideway_activate::fake::webhook::{SinkOptions, WebhookSink};
 use tideway_collect::service::Service;
 use tideway_lake::Lake;
 
@@ -38,26 +39,71 @@ const APP_EVENTS: &[&str] = &[
     "Order Completed",
 ];
 
+/// A local webhook receiver standing in for the tool the live connection feeds.
+pub async fn start_hook() -> Result<WebhookSink> {
+    WebhookSink::start(SinkOptions::default())
+        .await
+        .context("cannot start the local webhook receiver")
+}
+
+/// The live connection of the demo: the app's orders, forwarded as they arrive.
+pub fn connections_toml(hook: &WebhookSink) -> String {
+    format!(
+        "\n# A local webhook receiver started by `tideway demo` (gone when it ends).\n\
+         [destinations.live_hook]\ntype = \"webhook\"\nurl = \"{}\"\n\n\
+         # Live forwarding: every \"Order Completed\" the app sends, on to the webhook within seconds.\n\
+         [connections.app_orders]\nsource = \"app\"\ndestination = \"live_hook\"\ntypes = [\"track\"]\n\
+         events = [\"Order Completed\"]\nstart = \"earliest\"\n",
+        hook.url
+    )
+}
+
 /// What was sent.
 #[derive(Debug, Default)]
 pub struct Traffic {
     pub requests: u64,
     pub events: u64,
     pub rejected: u64,
+    /// Events the live connection delivered to the webhook.
+    pub forwarded: u64,
+    /// Of those, delivered before the last request was answered.
+    pub forwarded_during: u64,
 }
 
 /// Starts the collector on a free loopback port, sends traffic, stops it (which loads what
 /// it received into the lake).
-pub async fn run(project: &Project, lake: Lake, customers: usize) -> Result<Traffic> {
+pub async fn run(
+    project: &Project,
+    lake: Lake,
+    customers: usize,
+    hook: &WebhookSink,
+) -> Result<Traffic> {
     let config = project.config.collect.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let service = Service::start(lake, &config, &project.dir.join(&config.log_dir)).await?;
+    let log = service.log();
+    let (connections, running) = crate::sync::start_connections(project, log.clone()).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(service.serve(listener, async {
         let _ = stopped.await;
     }));
-    let traffic = send(addr, customers).await;
+    let mut traffic = send(addr, customers).await;
+    if let Ok(t) = &mut traffic {
+        t.forwarded_during = hook.event_count() as u64;
+        // Every connection catches up with what was accepted.
+        let end = log.stats().end;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while running.iter().any(|c| c.position() < end) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the live connection did not catch up within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        t.forwarded = hook.event_count() as u64;
+    }
+    connections.iter().for_each(|c| c.abort());
     let _ = stop.send(());
     serving.await.context("the collector task failed")??;
     traffic

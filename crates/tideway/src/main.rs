@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_collect;
+mod bench_forward;
 mod bench_sync;
 mod cli;
 mod demo;
@@ -18,6 +19,7 @@ mod profile_api;
 mod project;
 mod scaffold;
 mod sync;
+mod tail;
 mod unify;
 
 use std::process::ExitCode;

@@ -76,7 +76,7 @@ async fn fingerprint(lake: &Lake) -> Vec<(String, u64)> {
     }
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -405,3 +405,56 @@ pub async fn check_syncs(
     }
     Ok(out)
 }
+
+/// Starts the project's live connections (`[connections.NAME]`) on the collector's event log,
+/// one task each. Connections no longer in `tideway.toml` are unregistered from the log, so
+/// they stop holding its segments.
+pub async fn start_connections(
+    project: &Project,
+    log: Arc<dyn tideway_collect::log::EventLog>,
+) -> Result<(
+    Vec<tokio::task::JoinHandle<()>>,
+    Vec<Arc<tideway_activate::forward::Connection>>,
+)> {
+    use tideway_activate::forward::{Connection, ForwardOptions};
+    let activation = activation(project)?;
+    let wanted: Vec<String> = activation
+        .connections
+        .iter()
+        .map(|c| Connection::consumer(&c.name))
+        .collect();
+    for (consumer, _) in log.stats().consumers {
+        if consumer.starts_with("forward:") && !wanted.contains(&consumer) {
+            log.forget(&consumer).await?;
+            tracing::info!(%consumer, "live connection removed from tideway.toml: unregistered from the event log");
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut running = Vec::new();
+    for config in &activation.connections {
+        let destination = activation.destinations[&config.destination].build(&config.destination);
+        let name = config.name.clone();
+        let connection = Connection::open(
+            config.clone(),
+            destination,
+            &activation.scripts,
+            log.clone(),
+            project.lake().await?,
+            ForwardOptions::default(),
+        )
+        .await
+        .with_context(|| format!("cannot start live connection `{name}`"))?;
+        eprintln!(
+            "forwarding source `{}` to destination `{}` (connection `{name}`, from offset {})",
+            config.source,
+            config.destination,
+            connection.position()
+        );
+        let connection = Arc::new(connection);
+        running.push(connection.clone());
+        tasks.push(tokio::spawn(async move {
+            connection.run(std::future::pending()).await;
+        }));
+    }
+    Ok((tasks, running))
+}

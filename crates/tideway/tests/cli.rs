@@ -321,6 +321,22 @@ fn the_demo_runs_and_leaves_a_working_project() {
         ],
     ));
     assert_eq!(csv, "n\n3600\n");
+    // Live forwarding: every "Order Completed" the app sent reached the local webhook.
+    let orders = ok(&tideway(
+        &dir,
+        &[
+            "sql",
+            "-f",
+            "csv",
+            "SELECT count(*) AS n FROM app.order_completed",
+        ],
+    ));
+    let n = orders.lines().nth(1).unwrap();
+    assert!(n.parse::<u64>().unwrap() > 0);
+    assert!(
+        stdout.contains(&format!("a local webhook): {n} \"Order Completed\" events")),
+        "{stdout}"
+    );
     // Kustomer, extracted in full then incrementally: 300 customers + 6 new.
     assert!(stdout.contains("Day 2, incrementally"), "{stdout}");
     let csv = ok(&tideway(
@@ -715,6 +731,142 @@ fn kill_9_during_load_loses_no_acknowledged_event_and_duplicates_none() {
     let (n, d) = row.split_once(',').unwrap();
     assert_eq!(n, d, "duplicates in web.order_completed");
     assert_eq!(n.parse::<usize>().unwrap(), stored.len());
+}
+
+/// A live connection forwards to a webhook while `tideway serve` is killed with SIGKILL
+/// twice during load: after a restart every acknowledged event reaches the webhook (at least
+/// once; the kill can only cause re-sends), and `tideway tail` shows events arrive and go out.
+#[test]
+fn kill_9_during_live_forwarding_loses_no_acknowledged_event() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::AtomicU64, atomic::Ordering};
+    use tideway_activate::fake::webhook::{SinkOptions, WebhookSink};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sink = rt
+        .block_on(WebhookSink::start(SinkOptions::default()))
+        .unwrap();
+    let (dir, addr) = collect_project();
+    let toml = std::fs::read_to_string(dir.path().join("tideway.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        format!(
+            "{toml}\n[destinations.hook]\ntype = \"webhook\"\nurl = \"{}\"\n\n[connections.live]\nsource = \"web\"\ndestination = \"hook\"\nstart = \"earliest\"\n",
+            sink.url
+        ),
+    )
+    .unwrap();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    for round in 0..2 {
+        let mut server = serve(dir.path());
+        wait_until_up(&addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let (addr, acked, next, stop) =
+                    (addr.clone(), acked.clone(), next.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let first = next.fetch_add(20, Ordering::Relaxed);
+                        let ids: Vec<String> =
+                            (first..first + 20).map(|i| format!("f{i}")).collect();
+                        if post_batch(&addr, &ids) == Some(200) {
+                            acked.lock().unwrap().extend(ids);
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(700 + 400 * round));
+        server.kill().unwrap(); // SIGKILL while forwarding
+        server.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    let before_restart = sink.event_count();
+    // Restart with the admin token: the tail shows what arrives and what goes out.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("--project")
+        .arg(dir.path())
+        .arg("serve")
+        .env("TIDEWAY_ADMIN_TOKEN", "tail-secret")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until_up(&addr);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["tail", "--format", "json", "--url"])
+        .arg(format!("http://{addr}"))
+        .env("TIDEWAY_ADMIN_TOKEN", "tail-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let reader = std::thread::spawn(move || {
+        let mut seen = (false, false);
+        for line in lines.map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["messageId"] == "tail-probe" {
+                match v["kind"].as_str() {
+                    Some("received") => seen.0 = true,
+                    Some("delivered") => seen.1 = true,
+                    _ => {}
+                }
+            }
+            if seen == (true, true) {
+                break;
+            }
+        }
+        seen
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(post_batch(&addr, &["tail-probe".to_string()]), Some(200));
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 200,
+        "the test sent too little: {}",
+        acked.len()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let missing = loop {
+        let got: std::collections::BTreeSet<String> = sink
+            .events()
+            .iter()
+            .filter_map(|e| e["messageId"].as_str().map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = acked.iter().filter(|id| !got.contains(*id)).collect();
+        if (missing.is_empty() && got.contains("tail-probe"))
+            || std::time::Instant::now() > deadline
+        {
+            break missing.len();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        missing,
+        0,
+        "acknowledged events never forwarded ({} delivered before the restart): {}",
+        before_restart,
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap()
+    );
+    for _ in 0..200 {
+        if reader.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = tail.kill();
+    let (received, delivered) = reader.join().unwrap();
+    assert!(
+        received && delivered,
+        "the tail showed the probe arrive and go out"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
 
 /// `tideway extract` and `tideway sources check` against a Kustomer-shaped API.

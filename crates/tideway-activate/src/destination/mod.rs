@@ -17,6 +17,9 @@ use tideway_core::{Fault, Faulty};
 pub mod customerio;
 pub mod http;
 pub mod hubspot;
+pub mod kafka;
+pub mod postgres;
+pub mod redis;
 pub mod salesforce;
 pub mod webhook;
 
@@ -27,13 +30,24 @@ use toml::Spanned;
 
 /// Every destination type, for messages. Adding a destination: a folder here, a variant of
 /// [`DestinationConfig`], and one line in each match below.
-pub const DESTINATION_TYPES: &[&str] = &["customerio", "hubspot", "salesforce", "webhook"];
+pub const DESTINATION_TYPES: &[&str] = &[
+    "customerio",
+    "hubspot",
+    "kafka",
+    "postgres",
+    "redis",
+    "salesforce",
+    "webhook",
+];
 
 /// A checked `[destinations.NAME]` table, by type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DestinationConfig {
     CustomerIo(customerio::CustomerIoConfig),
     HubSpot(hubspot::HubSpotConfig),
+    Kafka(kafka::KafkaConfig),
+    Postgres(postgres::PostgresConfig),
+    Redis(redis::RedisConfig),
     Salesforce(salesforce::SalesforceConfig),
     Webhook(webhook::WebhookConfig),
 }
@@ -53,6 +67,11 @@ impl DestinationConfig {
                 customerio::CustomerIoConfig::parse(name, only, diags, env).map(Self::CustomerIo)
             }
             "hubspot" => hubspot::HubSpotConfig::parse(name, only, diags, env).map(Self::HubSpot),
+            "kafka" => kafka::KafkaConfig::parse(name, only, diags, env).map(Self::Kafka),
+            "postgres" => {
+                postgres::PostgresConfig::parse(name, only, diags, env).map(Self::Postgres)
+            }
+            "redis" => redis::RedisConfig::parse(name, only, diags, env).map(Self::Redis),
             "salesforce" => {
                 salesforce::SalesforceConfig::parse(name, only, diags, env).map(Self::Salesforce)
             }
@@ -84,6 +103,9 @@ impl DestinationConfig {
         match self {
             DestinationConfig::CustomerIo(c) => Arc::new(customerio::build(name, c.clone())),
             DestinationConfig::HubSpot(c) => Arc::new(hubspot::build(name, c.clone())),
+            DestinationConfig::Kafka(c) => Arc::new(kafka::build(name, c.clone())),
+            DestinationConfig::Postgres(c) => Arc::new(postgres::build(name, c.clone())),
+            DestinationConfig::Redis(c) => Arc::new(redis::Redis::new(name, c.clone())),
             DestinationConfig::Salesforce(c) => Arc::new(salesforce::build(name, c.clone())),
             DestinationConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c.clone())),
         }

@@ -301,6 +301,123 @@ impl Files {
     }
 }
 
+/// Per input, the events that come out of a [`Chain`], or why a transformation failed.
+pub type ChainResult = Result<Vec<serde_json::Value>, String>;
+
+/// The transformations a sync or a connection names, run in order: each one's output events
+/// are the next one's inputs. Cloning shares the loaded runtimes.
+#[derive(Clone)]
+pub struct Chain {
+    /// Who runs it (a sync or connection name), for the logs.
+    owner: String,
+    steps: Arc<Mutex<Vec<(String, Transformation)>>>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Chain")
+            .field("owner", &self.owner)
+            .field("steps", &steps.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Chain {
+    /// Loads the transformations `names`, in order, from `scripts` (the files of
+    /// `transformations/`; every other file is a library they may import).
+    pub fn load(
+        owner: &str,
+        names: &[String],
+        scripts: &[Source],
+        limits: Limits,
+    ) -> crate::Result<Chain> {
+        let mut steps = Vec::new();
+        for name in names {
+            let main = scripts.iter().find(|s| &s.name == name).ok_or_else(|| {
+                crate::ActivateError::Internal(format!(
+                    "transformation `{name}` was checked but is missing"
+                ))
+            })?;
+            let libraries: Vec<Source> = scripts
+                .iter()
+                .filter(|s| &s.name != name)
+                .cloned()
+                .collect();
+            steps.push((
+                name.clone(),
+                Transformation::load(main, &libraries, limits.clone())?,
+            ));
+        }
+        Ok(Chain {
+            owner: owner.to_string(),
+            steps: Arc::new(Mutex::new(steps)),
+        })
+    }
+
+    /// Whether there is no transformation to run.
+    pub fn is_empty(&self) -> bool {
+        self.steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Runs the transformations in order on each (event, metadata), off the async threads;
+    /// one result per input.
+    pub async fn run(
+        &self,
+        inputs: Vec<(serde_json::Value, serde_json::Value)>,
+    ) -> crate::Result<Vec<ChainResult>> {
+        if self.is_empty() {
+            return Ok(inputs.into_iter().map(|(e, _)| Ok(vec![e])).collect());
+        }
+        let steps = self.steps.clone();
+        let owner = self.owner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut steps = steps.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut results: Vec<ChainResult> =
+                inputs.iter().map(|(e, _)| Ok(vec![e.clone()])).collect();
+            for (name, t) in steps.iter_mut() {
+                // Flatten the current events of every input into one call.
+                let mut calls = Vec::new();
+                let mut from = Vec::new();
+                for (i, r) in results.iter().enumerate() {
+                    if let Ok(events) = r {
+                        for e in events {
+                            calls.push((e.clone(), inputs[i].1.clone()));
+                            from.push(i);
+                        }
+                    }
+                }
+                let outputs = t.run(&calls);
+                let mut next: Vec<ChainResult> = results
+                    .iter()
+                    .map(|r| r.as_ref().map(|_| Vec::new()).map_err(Clone::clone))
+                    .collect();
+                for (i, out) in from.into_iter().zip(outputs) {
+                    match (out, &mut next[i]) {
+                        (Ok(out), Ok(events)) => {
+                            for line in &out.logs {
+                                tracing::info!(owner = %owner, transformation = %name, "{line}");
+                            }
+                            events.extend(out.events);
+                        }
+                        (Err(e), slot) => *slot = Err(format!("transformation `{name}`: {e}")),
+                        (Ok(_), Err(_)) => {}
+                    }
+                }
+                results = next;
+            }
+            results
+        })
+        .await
+        .map_err(|e| {
+            crate::ActivateError::Internal(format!("a transformation thread panicked: {e}"))
+        })
+    }
+}
+
 /// A loaded transformation: its code compiled into its own runtime, ready to run events.
 ///
 /// It is `Send` (run it on `tokio::task::spawn_blocking`), not `Sync`: one call at a time.

@@ -194,3 +194,45 @@ async fn the_differ_matches_the_golden_files() -> Result<()> {
     assert!(cases.len() >= 4, "the golden cases are there");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_event_table_sync_stamps_each_event_with_its_rows_time() {
+    let sync = "source = \"logs.e\"\nkey = \"id\"\ndestination = \"rec\"\ntype = \"track\"\nevent_column = \"name\"\ntime_column = \"at\"\n";
+    let config = SyncConfig::parse(sync, "syncs/e.toml", &["rec".to_string()], &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    lake.sql("CREATE TABLE logs.e (id BIGINT, name VARCHAR, at TIMESTAMP)")
+        .await
+        .unwrap();
+    lake.sql("INSERT INTO logs.e VALUES (1, 'Signed Up', TIMESTAMP '2026-11-30 10:00:00'), (2, 'Paid', NULL)")
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder::new());
+    let job = SyncJob::new(config, recorder.clone(), &[], Default::default()).unwrap();
+    let report = job.run(&lake, &options(), &|_| {}).await.unwrap();
+    assert_eq!(report.counts.delivered, 2);
+    let sent = recorder.take();
+    let by_name = |n: &str| {
+        sent.iter()
+            .find(|e| e.event["event"] == n)
+            .unwrap()
+            .event
+            .clone()
+    };
+    assert_eq!(
+        by_name("Signed Up")["timestamp"],
+        "2026-11-30T10:00:00.000Z"
+    );
+    assert_eq!(
+        by_name("Signed Up")["properties"].get("name"),
+        None,
+        "the name column is not a property"
+    );
+    let run_time = by_name("Paid")["timestamp"].as_str().unwrap().to_string();
+    assert!(
+        run_time.starts_with("20") && run_time != "2026-11-30T10:00:00.000Z",
+        "a row without a time gets the run's: {run_time}"
+    );
+}

@@ -711,6 +711,26 @@ impl EventLog for FileLog {
             .map_err(|_| LogError::Closed)?
     }
 
+    async fn forget(&self, consumer: &str) -> Result<(), LogError> {
+        let path = self
+            .shared
+            .dir
+            .join("consumers")
+            .join(format!("{consumer}.offset"));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &path)(e)),
+        }
+        self.shared
+            .state
+            .lock()
+            .expect("log state lock")
+            .consumers
+            .remove(consumer);
+        Ok(())
+    }
+
     fn id(&self) -> &str {
         &self.shared.id
     }

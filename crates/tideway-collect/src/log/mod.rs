@@ -124,6 +124,10 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// below the oldest record still held is [`LogError::OutOfRange`].
     async fn commit(&self, consumer: &str, offset: u64) -> Result<(), LogError>;
 
+    /// Unregisters `consumer` (a removed live connection), so it no longer holds segments;
+    /// the segments every remaining consumer passed go at the next commit.
+    async fn forget(&self, consumer: &str) -> Result<(), LogError>;
+
     /// The last committed offset of `consumer`, if it ever committed.
     fn committed(&self, consumer: &str) -> Option<u64>;
 
