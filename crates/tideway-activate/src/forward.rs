@@ -329,6 +329,7 @@ pub struct StepReport {
 
 /// What `tideway tail` shows: one event's fate at one connection.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Sent {
     pub connection: String,
     pub destination: String,

@@ -68,7 +68,8 @@ pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<(
         tideway_collect::service::Service::start(lake, &config, &project.dir.join(&config.log_dir))
             .await?;
     let log = service.log();
-    let (tasks, running) = crate::sync::start_connections(&project, log.clone()).await?;
+    let (tasks, running) =
+        crate::sync::start_connections(&project, log.clone(), &|v| std::env::var(v).ok()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

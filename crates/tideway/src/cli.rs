@@ -430,7 +430,8 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
     let lake = project.lake().await?;
     let log_dir = project.dir.join(&config.log_dir);
     let service = tideway_collect::service::Service::start(lake, config, &log_dir).await?;
-    let (connections, running) = crate::sync::start_connections(project, service.log()).await?;
+    let (connections, running) =
+        crate::sync::start_connections(project, service.log(), &|v| std::env::var(v).ok()).await?;
     let sources: Vec<&str> = config.sources.keys().map(String::as_str).collect();
     eprintln!(
         "collecting on http://{listen} for source(s) {}; log in {}; Ctrl-C to stop",

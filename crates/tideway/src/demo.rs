@@ -136,7 +136,10 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     bar.inc(1);
 
     bar.set_message("collecting web and app traffic through the HTTP API");
-    let traffic = crate::demo_traffic::run(&project, lake.clone(), customers, &live_hook).await?;
+    let traffic = crate::demo_traffic::run(&project, lake.clone(), customers, &live_hook, &|v| {
+        crate::demo_sync::env(v, &salesforce)
+    })
+    .await?;
     let collected = lake
         .sql(
             "SELECT 'web' AS source, 'pages' AS table_name, count(*) AS rows FROM web.pages \

@@ -84,7 +84,8 @@ pub async fn start() -> Result<(FakeCustomerIo, FakeSalesforce)> {
     Ok((customerio, salesforce))
 }
 
-fn env(var: &str, salesforce: &FakeSalesforce) -> Option<String> {
+/// The demo's environment: the stand-ins' credentials unless set.
+pub fn env(var: &str, salesforce: &FakeSalesforce) -> Option<String> {
     match var {
         KEY_VAR => Some(std::env::var(var).unwrap_or_else(|_| KEY.to_string())),
         SECRET_VAR => {

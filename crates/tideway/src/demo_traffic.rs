@@ -77,13 +77,14 @@ pub async fn run(
     lake: Lake,
     customers: usize,
     hook: &WebhookSink,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Traffic> {
     let config = project.config.collect.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let service = Service::start(lake, &config, &project.dir.join(&config.log_dir)).await?;
     let log = service.log();
-    let (connections, running) = crate::sync::start_connections(project, log.clone()).await?;
+    let (connections, running) = crate::sync::start_connections(project, log.clone(), env).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(service.serve(listener, async {
         let _ = stopped.await;

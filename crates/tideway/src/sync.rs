@@ -412,12 +412,13 @@ pub async fn check_syncs(
 pub async fn start_connections(
     project: &Project,
     log: Arc<dyn tideway_collect::log::EventLog>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(
     Vec<tokio::task::JoinHandle<()>>,
     Vec<Arc<tideway_activate::forward::Connection>>,
 )> {
     use tideway_activate::forward::{Connection, ForwardOptions};
-    let activation = activation(project)?;
+    let activation = Activation::load(&project.dir, env)?;
     let wanted: Vec<String> = activation
         .connections
         .iter()
