@@ -65,6 +65,9 @@ pub enum BenchCommand {
         /// Events sent in batches as fast as acknowledged, for the throughput.
         #[arg(long, default_value_t = 200_000)]
         events: usize,
+        /// Forward to this Kafka broker (topic `bench.events`) instead of a webhook.
+        #[arg(long)]
+        kafka: Option<String>,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -179,10 +182,11 @@ pub async fn run(command: BenchCommand) -> Result<()> {
             light,
             rate,
             events,
+            kafka,
             dir,
         } => {
             let scratch = Scratch::new(dir)?;
-            crate::bench_forward::run(scratch.path(), light, rate, events).await
+            crate::bench_forward::run(scratch.path(), light, rate, events, kafka).await
         }
         BenchCommand::ModelsWatch {
             project,

@@ -1,10 +1,12 @@
 //! `tideway bench forward`: live forwarding end to end on loopback. SDK-shaped requests go to
 //! the real collector (every ack durable: fsync before the answer), a live connection reads
-//! the event log and delivers to a webhook receiver in this process, which notes when each
-//! `messageId` arrives.
+//! the event log and delivers to a webhook receiver in this process, or with `--kafka
+//! BROKERS` to the topic `bench.events` of that broker. An event counts as delivered when the
+//! connection announces it so (the destination accepted it: the receiver answered, or the
+//! broker acknowledged the record).
 //!
 //! - Light load: single `/v1/track` requests paced at `--rate` per second; the delay of each
-//!   event is from its ack to its arrival at the receiver (median and p99).
+//!   event is from its ack to its delivery (median and p99).
 //! - Throughput: `/v1/batch` requests of 100 events from 8 senders as fast as they are
 //!   acknowledged; forwarded events per second next to the collector's own ack rate in the
 //!   same run (forwarding cannot outrun what is acknowledged).
@@ -16,24 +18,69 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use axum::Router;
-use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn receive(State(arrivals): State<Arrivals>, body: axum::body::Bytes) -> &'static str {
-    let now = Instant::now();
-    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-        let mut a = arrivals.lock().expect("arrivals lock");
-        let events = v["batch"].as_array().cloned().unwrap_or_else(|| vec![v]);
-        for e in events {
-            if let Some(id) = e["messageId"].as_str() {
-                a.entry(id.to_string()).or_insert(now);
+/// The webhook receiver: takes every call.
+async fn receive() -> &'static str {
+    "ok"
+}
+
+/// A bare rdkafka producer at full speed with the destination's settings (idempotent,
+/// `acks=all`, lz4, `linger.ms=5`): `n` records like the forwarded events, keyed by user, to the
+/// topic `bench.bare`; records per second from the first send to the last delivery report.
+async fn bare_producer(brokers: &str, n: usize) -> Result<f64> {
+    use futures::StreamExt;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let writer =
+        tideway_extract::kafka::KafkaWriter::new(&[brokers.to_string()], &Default::default())
+            .await?;
+    writer.create_topic("bench.bare", 3).await?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .create()?;
+    let records: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let event = json!({"type": "track", "userId": format!("u{}", i % 5000),
+                "event": "Order Completed", "messageId": format!("bare-{i}"),
+                "properties": {"revenue": 12.5, "currency": "USD", "sku": format!("sku-{}", i % 100)},
+                "timestamp": "2026-12-02T12:00:00.000Z", "receivedAt": "2026-12-02T12:00:00.012Z",
+                "context": {"library": {"name": "analytics-node", "version": "2.1.0"}}});
+            (format!("u{}", i % 5000), event.to_string().into_bytes())
+        })
+        .collect();
+    let start = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for (key, value) in &records {
+        let mut record = FutureRecord::to("bench.bare").key(key).payload(value);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    if let Some(report) = pending.next().await {
+                        report?.map_err(|(e, _)| e)?;
+                    }
+                }
+                Err((e, _)) => return Err(e.into()),
             }
         }
     }
-    "ok"
+    while let Some(report) = pending.next().await {
+        report?.map_err(|(e, _)| e)?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -43,22 +90,41 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<()> {
+pub async fn run(
+    dir: &Path,
+    light: usize,
+    rate: f64,
+    events: usize,
+    kafka: Option<String>,
+) -> Result<()> {
     let arrivals: Arrivals = Arc::default();
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", receiver.local_addr()?);
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(arrivals.clone());
-    tokio::spawn(async move { axum::serve(receiver, app).await });
-
+    let destination = match &kafka {
+        Some(brokers) => {
+            let writer = tideway_extract::kafka::KafkaWriter::new(
+                std::slice::from_ref(brokers),
+                &Default::default(),
+            )
+            .await?;
+            writer.create_topic("bench.events", 3).await?;
+            format!(
+                "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"bench.events\"\nbatch_size = 5000\n"
+            )
+        }
+        None => {
+            let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let hook = format!("http://{}/hook", receiver.local_addr()?);
+            let app = Router::new().route("/hook", post(receive));
+            tokio::spawn(async move { axum::serve(receiver, app).await });
+            format!("type = \"webhook\"\nurl = \"{hook}\"\nbatch_size = 500\nconcurrency = 4\n")
+        }
+    };
     std::fs::write(
         dir.join("tideway.toml"),
         format!(
             "[project]\nname = \"bench-forward\"\n\n[collect]\nload_batch_seconds = 1.0\n\n\
              [collect.sources.web]\nwrite_key = \"wk_bench\"\n\n\
-             [destinations.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\nbatch_size = 500\nconcurrency = 4\n\n\
-             [connections.web_to_hook]\nsource = \"web\"\ndestination = \"hook\"\nbatch_size = 5000\n"
+             [destinations.out]\n{destination}\n\
+             [connections.web_out]\nsource = \"web\"\ndestination = \"out\"\nbatch_size = 5000\n"
         ),
     )?;
     let project = crate::project::Project::open(dir)?;
@@ -70,6 +136,26 @@ pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<(
     let log = service.log();
     let (tasks, running) =
         crate::sync::start_connections(&project, log.clone(), &|v| std::env::var(v).ok()).await?;
+    // Delivered events, as the connection announces them.
+    let mut sent = running[0].subscribe();
+    let noted = arrivals.clone();
+    tokio::spawn(async move {
+        loop {
+            match sent.recv().await {
+                Ok(s) if s.outcome == "delivered" => {
+                    if let Some(id) = s.message_id {
+                        noted
+                            .lock()
+                            .expect("arrivals lock")
+                            .entry(id)
+                            .or_insert_with(Instant::now);
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -116,8 +202,10 @@ pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<(
     };
     ensure!(
         delays.len() == light,
-        "only {} of {light} light-load events arrived",
-        delays.len()
+        "only {} of {light} light-load events were delivered (connection at offset {}, log end {})",
+        delays.len(),
+        running[0].position(),
+        log.stats().end
     );
     delays.sort();
 
@@ -156,12 +244,13 @@ pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<(
         s.await??;
     }
     let acked_in = t0.elapsed();
-    let want = light + batches * 100;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while arrivals.lock().expect("lock").len() < want {
+    // Every record the log holds has reached its final outcome at the connection.
+    let end = log.stats().end;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while running.iter().any(|c| c.position() < end) {
         ensure!(
             Instant::now() < deadline,
-            "forwarding did not finish within 300 s"
+            "forwarding did not finish within 600 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -174,7 +263,11 @@ pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<(
     let n = (batches * 100) as f64;
     let ack_rate = n / acked_in.as_secs_f64();
     let fwd_rate = n / forwarded_in.as_secs_f64();
-    println!("live forwarding (collector -> event log -> connection -> webhook on loopback)");
+    let to = match &kafka {
+        Some(b) => format!("Kafka at {b}, topic bench.events"),
+        None => "a webhook on loopback".to_string(),
+    };
+    println!("live forwarding (collector -> event log -> connection -> {to})");
     println!(
         "  light load, {light} events at {rate}/s: delay from ack to delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&delays, 0.5).as_secs_f64() * 1e3,
@@ -190,5 +283,14 @@ pub async fn run(dir: &Path, light: usize, rate: f64, events: usize) -> Result<(
         fwd_rate / ack_rate
     );
     println!("  connection positions at the end: {positions:?}");
+    if let Some(brokers) = &kafka {
+        let bare = bare_producer(brokers, batches * 100).await?;
+        println!(
+            "  bare rdkafka producer, same broker, same run, {} records: {:.0} records/s; end to end = {:.2}x of it",
+            batches * 100,
+            bare,
+            fwd_rate / bare
+        );
+    }
     Ok(())
 }
