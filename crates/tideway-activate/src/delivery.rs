@@ -208,23 +208,25 @@ impl Delivery {
         let mut results: Vec<Option<Delivered>> = vec![None; events.len()];
         let mut stream = futures::stream::iter(by_lane.into_iter().filter(|l| !l.is_empty()).map(
             |lane| async move {
-                let own: Vec<OutboundEvent> = lane.iter().map(|&i| events[i].clone()).collect();
-                let mut out: Vec<Delivered> = Vec::with_capacity(own.len());
-                for range in batches(&own, limits) {
+                let mut out: Vec<Delivered> = Vec::with_capacity(lane.len());
+                for range in batches(lane.iter().map(|&i| &events[i]), limits) {
                     if out.iter().any(|d| matches!(d.outcome, Outcome::Retry { .. })) {
                         let error = DeliveryError::external(
                             None,
                             "not sent yet: an earlier event of the same user is waiting to be retried",
                         );
                         out.extend(range.map(|_| Delivered {
-                            outcome: Outcome::Retry { after: None, error: error.clone() },
+                            outcome: Outcome::Retry {
+                                after: None,
+                                error: error.clone(),
+                            },
                             attempts: 0,
                             latency: Duration::ZERO,
                         }));
                         continue;
                     }
                     let n = range.len();
-                    out.extend(self.deliver_batch(&own, range.collect()).await);
+                    out.extend(self.deliver_batch(events, lane[range].to_vec()).await);
                     progress(n);
                 }
                 (lane, out)
@@ -337,14 +339,15 @@ impl Delivery {
     }
 }
 
-/// Splits `events` into runs that fit the limits (count, and bytes of the serialized events).
-fn batches(
-    events: &[OutboundEvent],
+/// Splits `events` into runs that fit the limits (count, and bytes of the serialized events);
+/// the ranges are positions in `events`.
+fn batches<'a>(
+    events: impl IntoIterator<Item = &'a OutboundEvent>,
     limits: crate::destination::BatchLimits,
 ) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0usize);
-    for (i, e) in events.iter().enumerate() {
+    let (mut start, mut bytes, mut n) = (0, 0usize, 0);
+    for (i, e) in events.into_iter().enumerate() {
         let size = serde_json::to_vec(&e.event).map_or(0, |v| v.len());
         let full =
             i - start >= limits.max_events.max(1) || (i > start && bytes + size > limits.max_bytes);
@@ -354,9 +357,10 @@ fn batches(
             bytes = 0;
         }
         bytes += size;
+        n = i + 1;
     }
-    if start < events.len() {
-        out.push(start..events.len());
+    if start < n {
+        out.push(start..n);
     }
     out
 }

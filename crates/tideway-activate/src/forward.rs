@@ -551,6 +551,11 @@ impl Connection {
                 self.announce(r.offset, &Value::Object(event), "filtered", None);
                 continue;
             }
+            if self.chain.is_empty() {
+                // No transformation: the event goes as it is, with nothing built or copied.
+                kept.push((r.offset, Value::Object(event), Value::Null));
+                continue;
+            }
             let metadata = json!({
                 "sourceId": self.config.source,
                 "sourceName": self.config.source,
@@ -563,16 +568,39 @@ impl Connection {
             });
             kept.push((r.offset, Value::Object(event), metadata));
         }
-        let inputs = kept
-            .iter()
-            .map(|(_, e, m)| (e.clone(), m.clone()))
-            .collect();
-        let results = self.chain.run(inputs).await?;
+        // Per event, what the transformations made of it; `None`: there are none.
+        let results: Vec<Option<crate::transform::ChainResult>> = if self.chain.is_empty() {
+            kept.iter().map(|_| None).collect()
+        } else {
+            let inputs = kept
+                .iter()
+                .map(|(_, e, m)| (e.clone(), m.clone()))
+                .collect();
+            self.chain
+                .run(inputs)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
         let mut events = Vec::new();
         let mut received = Vec::new();
+        let received_at = |e: &Value| {
+            e.get("receivedAt")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         for ((offset, original, _), result) in kept.into_iter().zip(results) {
             match result {
-                Ok(out) if out.is_empty() => {
+                None => {
+                    received.push(received_at(&original));
+                    events.push(OutboundEvent {
+                        origin: offset.to_string(),
+                        op: Op::Upsert,
+                        event: original,
+                    });
+                }
+                Some(Ok(out)) if out.is_empty() => {
                     report.filtered += 1;
                     self.announce(
                         offset,
@@ -581,14 +609,9 @@ impl Connection {
                         Some("dropped by a transformation".into()),
                     );
                 }
-                Ok(out) => {
+                Some(Ok(out)) => {
                     for event in out {
-                        received.push(
-                            original
-                                .get("receivedAt")
-                                .and_then(Value::as_str)
-                                .map(str::to_string),
-                        );
+                        received.push(received_at(&original));
                         events.push(OutboundEvent {
                             origin: offset.to_string(),
                             op: Op::Upsert,
@@ -596,7 +619,7 @@ impl Connection {
                         });
                     }
                 }
-                Err(message) => {
+                Some(Err(message)) => {
                     report.dead += 1;
                     self.announce(offset, &original, "dead", Some(message.clone()));
                     dead.push(DeadRow {
