@@ -172,59 +172,28 @@ impl ProfileIndex {
 
 /// A column as JSON values: numbers and booleans as themselves, everything else as text.
 fn json_values(column: &dyn Array) -> Result<Vec<Value>> {
-    let n = column.len();
+    fn json<T: Into<Value>>(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
     let out = match column.data_type() {
-        DataType::Boolean => {
-            let a = column.as_boolean();
-            (0..n)
-                .map(|i| {
-                    if a.is_valid(i) {
-                        Value::Bool(a.value(i))
-                    } else {
-                        Value::Null
-                    }
-                })
-                .collect()
-        }
-        t if t.is_integer() => {
-            let a = cast(column, &DataType::Int64)?;
-            let a = a.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_valid(i) {
-                        Value::from(a.value(i))
-                    } else {
-                        Value::Null
-                    }
-                })
-                .collect()
-        }
+        DataType::Boolean => column.as_boolean().iter().map(json).collect(),
+        t if t.is_integer() => cast(column, &DataType::Int64)?
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+            .iter()
+            .map(json)
+            .collect(),
         t if t.is_floating() || matches!(t, DataType::Decimal128(..)) => {
-            let a = cast(column, &DataType::Float64)?;
-            let a = a.as_primitive::<deltalake::arrow::datatypes::Float64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_valid(i) {
-                        Value::from(a.value(i))
-                    } else {
-                        Value::Null
-                    }
-                })
+            cast(column, &DataType::Float64)?
+                .as_primitive::<deltalake::arrow::datatypes::Float64Type>()
+                .iter()
+                .map(json)
                 .collect()
         }
-        _ => {
-            let a = cast(column, &DataType::Utf8)?;
-            let a = a.as_string::<i32>();
-            (0..n)
-                .map(|i| {
-                    if a.is_valid(i) {
-                        Value::from(a.value(i))
-                    } else {
-                        Value::Null
-                    }
-                })
-                .collect()
-        }
+        _ => cast(column, &DataType::Utf8)?
+            .as_string::<i32>()
+            .iter()
+            .map(json)
+            .collect(),
     };
     Ok(out)
 }

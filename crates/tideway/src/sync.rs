@@ -432,6 +432,10 @@ pub async fn start_connections(
     }
     let mut tasks = Vec::new();
     let mut running = Vec::new();
+    if activation.connections.is_empty() {
+        return Ok((tasks, running));
+    }
+    let lake = project.lake().await?;
     for config in &activation.connections {
         let destination = activation.destinations[&config.destination].build(&config.destination);
         let name = config.name.clone();
@@ -440,7 +444,7 @@ pub async fn start_connections(
             destination,
             &activation.scripts,
             log.clone(),
-            project.lake().await?,
+            lake.clone(),
             ForwardOptions::default(),
         )
         .await
