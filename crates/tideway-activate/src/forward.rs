@@ -342,6 +342,25 @@ pub struct Sent {
     pub message: Option<String>,
 }
 
+/// Log records `from..to`, turned into events, on their way to the destination.
+#[derive(Debug)]
+struct Batch {
+    from: u64,
+    /// The offset after the last record read (`from` when none was).
+    to: u64,
+    events: Vec<OutboundEvent>,
+    /// When the collector received each event (for the delay metric).
+    received: Vec<Option<String>>,
+    dead: Vec<DeadRow>,
+    report: StepReport,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.to == self.from
+    }
+}
+
 /// A live connection, ready to run.
 pub struct Connection {
     pub config: ConnectionConfig,
@@ -422,17 +441,25 @@ impl Connection {
             .unwrap_or(0)
     }
 
-    /// Runs steps until `stop` resolves. A failing step (the lake unreachable for dead
-    /// letters, ...) is logged and tried again after a pause; nothing is committed past it.
+    /// Runs until `stop` resolves. While one batch is being delivered the next is read and
+    /// prepared (filters, transformations), so the destination is not left idle between
+    /// batches; delivery itself stays in log order, one batch after the other. A failing round
+    /// (the lake unreachable for dead letters, ...) is logged and tried again after a pause;
+    /// nothing is committed past it.
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut pause = self.options.pause;
+        let mut ahead: Option<Batch> = None;
         loop {
+            let current = ahead.take();
             tokio::select! {
                 biased;
                 () = &mut stop => return,
-                result = self.step() => match result {
-                    Ok(_) => pause = self.options.pause,
+                result = self.round(current) => match result {
+                    Ok(next) => {
+                        ahead = next;
+                        pause = self.options.pause;
+                    }
                     Err(e) => {
                         warn!(connection = %self.config.name, error = %e, retry_in = ?pause, "live connection: the step failed; retrying");
                         tokio::select! {
@@ -446,43 +473,90 @@ impl Connection {
         }
     }
 
+    /// Delivers `current` (or the next batch from the committed offset) while reading the one
+    /// after it, commits, and returns that next batch if it holds records.
+    async fn round(&self, current: Option<Batch>) -> Result<Option<Batch>> {
+        let mut batch = match current {
+            Some(batch) => batch,
+            None => self.read(self.position(), self.options.wait).await?,
+        };
+        if batch.is_empty() {
+            self.commit(batch).await?;
+            return Ok(None);
+        }
+        let to = batch.to;
+        let ((), next) = tokio::join!(self.deliver(&mut batch), self.read(to, Duration::ZERO));
+        self.commit(batch).await?;
+        // A next batch that failed to read is read again from the committed offset.
+        Ok(next.ok().filter(|b| !b.is_empty()))
+    }
+
     /// Reads the next records, sends their events until each is delivered or dead-lettered
     /// (waiting out destination outages), then commits the offset past them.
     pub async fn step(&self) -> Result<StepReport> {
-        let consumer = Self::consumer(&self.config.name);
-        let from = self.log.committed(&consumer).unwrap_or(0);
-        let records = self
-            .log
-            .read(from, self.config.batch_size, self.options.wait)
-            .await?;
-        let mut report = StepReport {
-            records: records.len() as u64,
-            position: from,
-            ..Default::default()
+        let mut batch = self.read(self.position(), self.options.wait).await?;
+        self.deliver(&mut batch).await;
+        self.commit(batch).await
+    }
+
+    /// Up to `batch_size` records from `from`, waiting up to `wait` for the first, turned into
+    /// the events to send.
+    async fn read(&self, from: u64, wait: Duration) -> Result<Batch> {
+        let records = self.log.read(from, self.config.batch_size, wait).await?;
+        let mut batch = Batch {
+            to: records.last().map_or(from, |r| r.offset + 1),
+            from,
+            events: Vec::new(),
+            received: Vec::new(),
+            dead: Vec::new(),
+            report: StepReport {
+                records: records.len() as u64,
+                position: from,
+                ..Default::default()
+            },
         };
-        let Some(last) = records.last() else {
-            self.gauge_lag(from);
-            return Ok(report);
-        };
-        let to = last.offset + 1;
-        let mut dead: Vec<DeadRow> = Vec::new();
-        let (events, received) = self.prepare(&records, &mut report, &mut dead).await?;
-        report.events = events.len() as u64;
-        self.send(events, &received, &mut report, &mut dead).await;
-        if !dead.is_empty() {
+        if !records.is_empty() {
+            let (events, received) = self
+                .prepare(&records, &mut batch.report, &mut batch.dead)
+                .await?;
+            batch.report.events = events.len() as u64;
+            batch.events = events;
+            batch.received = received;
+        }
+        Ok(batch)
+    }
+
+    /// Sends the batch's events until each is delivered or refused.
+    async fn deliver(&self, batch: &mut Batch) {
+        let events = std::mem::take(&mut batch.events);
+        let received = std::mem::take(&mut batch.received);
+        self.send(events, received, &mut batch.report, &mut batch.dead)
+            .await;
+    }
+
+    /// Writes the batch's dead letters, then moves the offset past its records.
+    async fn commit(&self, batch: Batch) -> Result<StepReport> {
+        if batch.is_empty() {
+            self.gauge_lag(batch.from);
+            return Ok(batch.report);
+        }
+        let mut report = batch.report;
+        if !batch.dead.is_empty() {
             let origin = Self::consumer(&self.config.name);
-            let batch = state::dead_batch(&origin, &self.config.source, &dead);
+            let dead = state::dead_batch(&origin, &self.config.source, &batch.dead);
             self.lake
-                .append(&state::table(state::DEAD_LETTERS), vec![batch])
+                .append(&state::table(state::DEAD_LETTERS), vec![dead])
                 .await?;
         }
-        self.log.commit(&consumer, to).await?;
-        report.position = to;
+        self.log
+            .commit(&Self::consumer(&self.config.name), batch.to)
+            .await?;
+        report.position = batch.to;
         let label = [("connection", self.config.name.clone())];
         metrics::counter!(metric::DELIVERED, &label).increment(report.delivered);
         metrics::counter!(metric::DEAD, &label).increment(report.dead);
         metrics::counter!(metric::FILTERED, &label).increment(report.filtered);
-        self.gauge_lag(to);
+        self.gauge_lag(batch.to);
         Ok(report)
     }
 
@@ -657,11 +731,10 @@ impl Connection {
     async fn send(
         &self,
         mut events: Vec<OutboundEvent>,
-        received: &[Option<String>],
+        mut received: Vec<Option<String>>,
         report: &mut StepReport,
         dead: &mut Vec<DeadRow>,
     ) {
-        let mut received: Vec<Option<String>> = received.to_vec();
         let mut pause = self.options.pause;
         let label = [("connection", self.config.name.clone())];
         while !events.is_empty() {

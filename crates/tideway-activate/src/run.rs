@@ -562,14 +562,19 @@ impl SyncJob {
         }
         // Write ahead: the rows about to go out are marked `sending` (their accepted version
         // kept), so that after a crash mid-delivery the next run sends them again, or removes
-        // them if they left the source, even when they were never accepted.
+        // them if they left the source, even when they were never accepted. Removals too: a
+        // crash after the destination took a delete, then the row coming back as it was,
+        // must send the row again rather than find it "unchanged".
         let intents: Vec<StateRow> = outgoing
             .iter()
-            .filter(|(_, change, _, _)| matches!(change, Change::Added | Change::Changed))
             .map(|(i, _, _, _)| {
                 let row = &rows[*i];
                 StateRow {
-                    key: row.key.clone().unwrap_or_default(),
+                    key: row
+                        .key
+                        .clone()
+                        .or_else(|| row.old_key.clone())
+                        .unwrap_or_default(),
                     hash: row.old_hash.clone(),
                     payload: row.old_payload.clone().or_else(|| {
                         row.values

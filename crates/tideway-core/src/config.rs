@@ -625,7 +625,7 @@ pub fn isolate(text: &str, path: &[&str]) -> String {
         for (key, item) in table.iter() {
             if key != *want {
                 let k = table.key(key).expect("a key listed by iter exists");
-                spans.extend(union(k.span(), extent_of(item)));
+                parts_of(k, item, &mut spans);
             }
         }
         match table.get(want).and_then(toml_edit::Item::as_table) {
@@ -638,6 +638,23 @@ pub fn isolate(text: &str, path: &[&str]) -> String {
         blank(&mut buf, span);
     }
     buf
+}
+
+/// The ranges of the text that `item` (under `key`) occupies: each key-value and each table
+/// header on its own, since the parts of one table need not be next to each other
+/// (`[a.x]`, then `[b.y]`, then `[a.z]`): blanking `a` must leave `[b.y]` whole.
+fn parts_of(key: &toml_edit::Key, item: &toml_edit::Item, out: &mut Vec<Range<usize>>) {
+    let table_parts = |t: &toml_edit::Table, out: &mut Vec<Range<usize>>| {
+        out.extend(t.span());
+        for (k, child) in t.iter() {
+            parts_of(t.key(k).expect("a key listed by iter exists"), child, out);
+        }
+    };
+    match item {
+        toml_edit::Item::Table(t) => table_parts(t, out),
+        toml_edit::Item::ArrayOfTables(a) => a.iter().for_each(|t| table_parts(t, out)),
+        other => out.extend(union(key.span(), other.span())),
+    }
 }
 
 /// The extent of the smallest key-value or table in `table` that contains `offset`.
@@ -716,6 +733,24 @@ fn blank(buf: &mut String, range: Range<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isolate_keeps_a_table_written_between_the_parts_of_another() {
+        let text = "[destinations.a]\ntype = \"x\"\n\n[connections.one]\nsource = \"s\"\n\n\
+                    [destinations.b]\ntype = \"y\"\n\n[connections.two]\nsource = \"t\"\n\n\
+                    [[unify.sources]]\ntable = \"u\"\n";
+        let only = isolate(text, &["destinations", "b"]);
+        assert_eq!(only.len(), text.len());
+        assert_eq!(only.lines().count(), text.lines().count());
+        let kept: Vec<&str> = only
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(kept, ["[destinations.b]", "type = \"y\""]);
+        let doc: toml::Table = toml::from_str(&only).unwrap();
+        assert_eq!(doc["destinations"]["b"]["type"].as_str(), Some("y"));
+    }
 
     fn no_env(_: &str) -> Option<String> {
         None

@@ -53,6 +53,22 @@ pub enum Command {
         /// Sample customers to generate.
         #[arg(long, default_value_t = 2000)]
         customers: usize,
+        /// A Kafka broker (host:port): the app's live events are forwarded to the topic
+        /// `tideway-demo.track`.
+        #[arg(long, env = "TIDEWAY_DEMO_KAFKA", value_name = "HOST:PORT")]
+        kafka: Option<String>,
+        /// A Redis server (redis://host:port): the churn score is synced to `profile:<id>` hashes.
+        #[arg(long, env = "TIDEWAY_DEMO_REDIS", value_name = "URL")]
+        redis: Option<String>,
+        /// A Postgres database (postgres://user:password@host/db): the lead score is upserted
+        /// into `public.tideway_demo_lead_scores`.
+        #[arg(
+            long,
+            env = "TIDEWAY_DEMO_POSTGRES",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        postgres: Option<String>,
     },
     /// Scaffold a project: tideway.toml, sources/, models/, syncs/, transformations/.
     Init {
@@ -284,7 +300,20 @@ pub enum LakeCommand {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { dir, customers } => crate::demo::run(&dir, customers).await,
+        Command::Demo {
+            dir,
+            customers,
+            kafka,
+            redis,
+            postgres,
+        } => {
+            let servers = crate::demo_streams::Servers {
+                kafka,
+                redis,
+                postgres,
+            };
+            crate::demo::run(&dir, customers, &servers).await
+        }
         Command::Init { dir } => crate::scaffold::init(&dir),
         Command::Sql { query, format } => {
             let lake = Project::find(cli.project.as_deref())?.lake().await?;

@@ -16,6 +16,7 @@ use tideway_lake::arrow::array::{
 use tideway_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use tideway_lake::{Lake, SqlOutput, TableName, Txn};
 
+use crate::demo_streams::Servers;
 use crate::output::{self, Format};
 use crate::project::Project;
 
@@ -48,10 +49,10 @@ const LAST: &[&str] = &[
 ];
 
 /// Two days of a small company's customer data: day 1, then day 2's changes.
-pub async fn run(dir: &Path, customers: usize) -> Result<()> {
+pub async fn run(dir: &Path, customers: usize, servers: &Servers) -> Result<()> {
     let started = Instant::now();
     prepare(dir)?;
-    let bar = ProgressBar::new(12);
+    let bar = ProgressBar::new(13);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
@@ -70,8 +71,15 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
             + crate::demo_traffic::COLLECT_TOML
             + &crate::demo_sync::destinations_toml(&customerio, &salesforce)
             + &crate::demo_traffic::connections_toml(&live_hook)
+            + &servers.toml()
             + crate::demo_unify::UNIFY_TOML,
     )?;
+    // The demo's variables: the stand-ins' credentials and the servers given to it.
+    let env = |v: &str| {
+        servers
+            .env(v)
+            .or_else(|| crate::demo_sync::env(v, &salesforce))
+    };
     let project = Project::open(dir)?;
     let lake = project.lake().await?;
     bar.inc(1);
@@ -136,10 +144,13 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     bar.inc(1);
 
     bar.set_message("collecting web and app traffic through the HTTP API");
-    let traffic = crate::demo_traffic::run(&project, lake.clone(), customers, &live_hook, &|v| {
-        crate::demo_sync::env(v, &salesforce)
-    })
-    .await?;
+    let in_kafka = servers.prepare().await?;
+    let traffic =
+        crate::demo_traffic::run(&project, lake.clone(), customers, &live_hook, &env).await?;
+    let mut streamed = crate::demo_streams::Streamed {
+        kafka: crate::demo_streams::kafka_added(servers, in_kafka).await?,
+        ..Default::default()
+    };
     let collected = lake
         .sql(
             "SELECT 'web' AS source, 'pages' AS table_name, count(*) AS rows FROM web.pages \
@@ -195,13 +206,19 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     bar.inc(1);
 
     bar.set_message("syncs: the lead score to Customer.io, changed accounts to Salesforce");
-    let synced = crate::demo_sync::run(&project, &lake, &customerio, &salesforce).await?;
+    let synced = crate::demo_sync::run(&project, &lake, &customerio, &salesforce, &env).await?;
     bar.inc(1);
 
     bar.set_message(
         "unify: stitching web visitors, app users and Kustomer customers into profiles",
     );
     let unified = crate::demo_unify::run(&project, &lake).await?;
+    bar.inc(1);
+
+    bar.set_message("streams: the churn score to Redis, the lead score to Postgres");
+    let kafka = streamed.kafka;
+    streamed = crate::demo_streams::sync(&project, &lake, servers, &env).await?;
+    streamed.kafka = kafka;
     bar.inc(1);
     bar.finish_and_clear();
 
@@ -286,6 +303,7 @@ pub async fn run(dir: &Path, customers: usize) -> Result<()> {
     }
     crate::demo_sync::print(&synced);
     crate::demo_unify::print(&unified);
+    crate::demo_streams::print(&streamed);
     println!(
         "Where the health score comes from (tideway lineage marts.customer_health.health_score --upstream):"
     );

@@ -101,6 +101,7 @@ pub async fn run(
     lake: &Lake,
     customerio: &FakeCustomerIo,
     salesforce: &FakeSalesforce,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Synced> {
     let dir = &project.dir;
     std::fs::create_dir_all(dir.join("syncs"))?;
@@ -112,7 +113,7 @@ pub async fn run(
         UTILS_JS,
     )?;
     std::fs::write(dir.join("transformations/old_new_truth.js"), TRUTH_JS)?;
-    let activation = Activation::load(dir, &|v| env(v, salesforce))?;
+    let activation = Activation::load(dir, env)?;
     let options = RunOptions::default();
 
     let leads = activation.job("leads_to_customerio")?;

@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod demo_extract;
 mod demo_models;
+mod demo_streams;
 mod demo_sync;
 mod demo_traffic;
 mod demo_unify;
@@ -70,9 +71,11 @@ fn chain(e: &anyhow::Error) -> String {
 }
 
 fn init_tracing(verbose: u8) {
+    // deltalake warns on every commit of a table with a binary column (the sync state's
+    // hashes) that it keeps no statistics for it: expected, and nothing to act on.
     let default = match verbose {
-        0 => "warn,deltalake_core::operations::merge=error",
-        1 => "info,deltalake=warn,datafusion=warn",
+        0 => "warn,deltalake_core::operations::merge=error,deltalake_core::writer::stats=error",
+        1 => "info,deltalake=warn,datafusion=warn,deltalake_core::writer::stats=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEWAY_LOG")

@@ -870,6 +870,38 @@ fn kill_9_during_live_forwarding_loses_no_acknowledged_event() {
         received && delivered,
         "the tail showed the probe arrive and go out"
     );
+    // /metrics: what this process delivered (the sink's calls since the restart), a delay for
+    // each of them, and no lag once caught up.
+    let value = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = rt
+            .block_on(async {
+                reqwest::get(format!("http://{addr}/metrics"))
+                    .await?
+                    .text()
+                    .await
+            })
+            .unwrap();
+        let want = (sink.event_count() - before_restart) as f64;
+        let got = [
+            "tideway_forward_delivered_total{connection=\"live\"}",
+            "tideway_forward_delay_seconds_count{connection=\"live\"}",
+            "tideway_forward_lag_events{connection=\"live\"}",
+        ]
+        .map(|name| value(&text, name));
+        if got == [Some(want), Some(want), Some(0.0)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered, delays and lag: {got:?}, want [{want}, {want}, 0]:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     server.kill().unwrap();
     server.wait().unwrap();
 }
@@ -1310,4 +1342,124 @@ fn the_demo_churn_model_is_within_0_02_auc_of_scikit_learn() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{stdout}");
+}
+
+/// Rows of `tideway sql -f csv` as (first column, second column as a number).
+fn csv_pairs(dir: &Path, sql: &str) -> Vec<(String, f64)> {
+    let csv = ok(&tideway(dir, &["sql", "-f", "csv", sql]));
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let (k, v) = l.split_once(',').expect("two columns");
+            (k.to_string(), v.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// Given servers (the ones `.ci/run` starts), the demo forwards the app's live events to
+/// Kafka, syncs the churn score to Redis and upserts the lead score into Postgres; each is
+/// checked on the server itself against the lake.
+#[test]
+fn the_demo_streams_to_kafka_redis_and_postgres() {
+    let vars = ["TIDEWAY_KAFKA", "TIDEWAY_REDIS", "TIDEWAY_POSTGRES"];
+    let servers: Vec<String> = vars.iter().filter_map(|v| std::env::var(v).ok()).collect();
+    let [kafka, redis, postgres] = servers.as_slice() else {
+        eprintln!(
+            "skipped: {} must all be set (`.ci/run` starts the servers)",
+            vars.join(", ")
+        );
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo", "--customers", "300", "--dir"])
+        .arg(&dir)
+        .args(["--kafka", kafka, "--redis", redis, "--postgres", postgres])
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+
+    // Kafka: every event the app sent and the collector accepted, once.
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Kafka: connection `app_to_kafka`"))
+        .unwrap_or_else(|| panic!("no Kafka line:\n{stdout}"));
+    let added: u64 = line
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {line}"));
+    let tracks = ok(&tideway(
+        &dir,
+        &["sql", "-f", "csv", "SELECT count(*) AS n FROM app.tracks"],
+    ));
+    assert_eq!(format!("n\n{added}\n"), tracks, "{line}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Redis: HGET profile:<id> churn_score is the lake's score, for every profile.
+    let scores = csv_pairs(
+        &dir,
+        "SELECT profile_id, churn_probability FROM profiles.churn_scores ORDER BY 1",
+    );
+    assert!(scores.len() > 50, "{} profiles scored", scores.len());
+    runtime.block_on(async {
+        let client = redis::Client::open(redis.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for (profile, score) in &scores {
+            let answer: Option<String> = redis::cmd("HGET")
+                .arg(format!("profile:{profile}"))
+                .arg("churn_score")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let answer: f64 = answer
+                .unwrap_or_else(|| panic!("Redis has no churn_score for profile:{profile}"))
+                .parse()
+                .unwrap();
+            assert!(
+                (answer - score).abs() < 1e-9,
+                "profile:{profile}: Redis {answer}, lake {score}"
+            );
+        }
+    });
+
+    // Postgres: one row per customer with the lake's lead score.
+    let leads = csv_pairs(
+        &dir,
+        "SELECT customer_id, lead_score FROM marts.lead_score ORDER BY 1",
+    );
+    assert!(leads.len() > 50, "{} leads", leads.len());
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(postgres, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT user_id, lead_score::float8 FROM public.tideway_demo_lead_scores",
+                &[],
+            )
+            .await
+            .unwrap();
+        let held: std::collections::BTreeMap<String, f64> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for (customer, score) in &leads {
+            let got = held
+                .get(customer)
+                .unwrap_or_else(|| panic!("Postgres has no row for {customer}"));
+            assert!(
+                (got - score).abs() < 1e-9,
+                "{customer}: Postgres {got}, lake {score}"
+            );
+        }
+    });
+    assert!(
+        stdout.contains("Redis: sync `churn_to_redis` wrote"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Postgres: sync `leads_to_postgres` upserted"),
+        "{stdout}"
+    );
 }
