@@ -68,6 +68,9 @@ pub enum BenchCommand {
         /// Forward to this Kafka broker (topic `bench.events`) instead of a webhook.
         #[arg(long)]
         kafka: Option<String>,
+        /// Log records the connection reads per step (its `batch_size`).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -183,10 +186,11 @@ pub async fn run(command: BenchCommand) -> Result<()> {
             rate,
             events,
             kafka,
+            batch,
             dir,
         } => {
             let scratch = Scratch::new(dir)?;
-            crate::bench_forward::run(scratch.path(), light, rate, events, kafka).await
+            crate::bench_forward::run(scratch.path(), light, rate, events, kafka, batch).await
         }
         BenchCommand::ModelsWatch {
             project,

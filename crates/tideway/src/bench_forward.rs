@@ -29,8 +29,8 @@ async fn receive() -> &'static str {
 }
 
 /// A bare rdkafka producer at full speed with the destination's settings (idempotent,
-/// `acks=all`, lz4, `linger.ms=5`): `n` records like the forwarded events, keyed by user, to the
-/// topic `bench.bare`; records per second from the first send to the last delivery report.
+/// `acks=all`, lz4, `linger.ms=5`): `n` records like the forwarded events, keyed by user, with
+/// the destination's two headers (`messageId`, `type`), to the topic `bench.bare`; records per second from the first send to the last delivery report.
 async fn bare_producer(brokers: &str, n: usize) -> Result<f64> {
     use futures::StreamExt;
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -59,8 +59,22 @@ async fn bare_producer(brokers: &str, n: usize) -> Result<f64> {
         .collect();
     let start = Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
-    for (key, value) in &records {
-        let mut record = FutureRecord::to("bench.bare").key(key).payload(value);
+    for (i, (key, value)) in records.iter().enumerate() {
+        // The destination's headers too: the broker stores each one (tansu: a row apiece).
+        let id = format!("bare-{i}");
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: "messageId",
+                value: Some(id.as_bytes()),
+            })
+            .insert(rdkafka::message::Header {
+                key: "type",
+                value: Some("track".as_bytes()),
+            });
+        let mut record = FutureRecord::to("bench.bare")
+            .key(key)
+            .payload(value)
+            .headers(headers);
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
@@ -96,6 +110,7 @@ pub async fn run(
     rate: f64,
     events: usize,
     kafka: Option<String>,
+    batch: usize,
 ) -> Result<()> {
     let arrivals: Arrivals = Arc::default();
     let destination = match &kafka {
@@ -124,7 +139,7 @@ pub async fn run(
             "[project]\nname = \"bench-forward\"\n\n[collect]\nload_batch_seconds = 1.0\n\n\
              [collect.sources.web]\nwrite_key = \"wk_bench\"\n\n\
              [destinations.out]\n{destination}\n\
-             [connections.web_out]\nsource = \"web\"\ndestination = \"out\"\nbatch_size = 5000\n"
+             [connections.web_out]\nsource = \"web\"\ndestination = \"out\"\nbatch_size = {batch}\n"
         ),
     )?;
     let project = crate::project::Project::open(dir)?;

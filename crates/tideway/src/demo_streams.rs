@@ -99,10 +99,12 @@ impl Servers {
         let Some(brokers) = &self.kafka else {
             return Ok(None);
         };
-        let writer =
-            tideway_extract::kafka::KafkaWriter::new(&[brokers.clone()], &Default::default())
-                .await
-                .with_context(|| format!("cannot reach Kafka at {brokers} (--kafka)"))?;
+        let writer = tideway_extract::kafka::KafkaWriter::new(
+            std::slice::from_ref(brokers),
+            &Default::default(),
+        )
+        .await
+        .with_context(|| format!("cannot reach Kafka at {brokers} (--kafka)"))?;
         writer.create_topic(TOPIC, 3).await?;
         Ok(Some(records(brokers).await?))
     }
@@ -124,11 +126,28 @@ async fn records(brokers: &str) -> Result<i64> {
 pub struct Streamed {
     /// Records the app's traffic added to the topic.
     pub kafka: Option<i64>,
-    /// The churn sync, one profile's score in the lake and as Redis answers it, and how long
-    /// after the score's commit Redis answered.
-    pub redis: Option<(RunReport, String, f64, Option<String>, f64)>,
-    /// The lead sync, rows in the table, and its top three leads.
-    pub postgres: Option<(RunReport, i64, Vec<(String, String, f64)>)>,
+    pub redis: Option<InRedis>,
+    pub postgres: Option<InPostgres>,
+}
+
+/// The churn sync, and one profile's score as the lake and Redis have it.
+#[derive(Debug)]
+pub struct InRedis {
+    pub report: RunReport,
+    pub profile: String,
+    pub lake_score: f64,
+    /// `HGET profile:<profile> churn_score`.
+    pub answer: Option<String>,
+    /// Seconds from the score's commit to Redis's answer.
+    pub after: f64,
+}
+
+/// The lead sync, the rows of the table, and its top three leads (user, e-mail, score).
+#[derive(Debug)]
+pub struct InPostgres {
+    pub report: RunReport,
+    pub rows: i64,
+    pub top: Vec<(String, String, f64)>,
 }
 
 /// After the traffic: what Kafka holds now, less `before`.
@@ -193,7 +212,13 @@ pub async fn sync(
         let scored_at: i64 = scored_at.parse().unwrap_or_default();
         let after = (chrono::Utc::now().timestamp_micros() - scored_at) as f64 / 1e6;
         let score: f64 = score.parse().unwrap_or(f64::NAN);
-        out.redis = Some((report, profile, score, answer, after));
+        out.redis = Some(InRedis {
+            report,
+            profile,
+            lake_score: score,
+            answer,
+            after,
+        });
     }
     if let Some(url) = &servers.postgres {
         let report = activation
@@ -221,7 +246,11 @@ pub async fn sync(
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
         task.abort();
-        out.postgres = Some((report, count, top));
+        out.postgres = Some(InPostgres {
+            report,
+            rows: count,
+            top,
+        });
     }
     Ok(out)
 }
@@ -239,23 +268,26 @@ pub fn print(s: &Streamed) {
         ),
     }
     match &s.redis {
-        Some((report, profile, score, answer, after)) => println!(
-            "  Redis: sync `churn_to_redis` wrote {} profiles' churn scores; HGET profile:{profile} churn_score \
-             answers {} (the lake has {score:.6}), {after:.1} s after the score's commit",
-            report.counts.delivered,
-            answer.as_deref().unwrap_or("(nothing)"),
+        Some(r) => println!(
+            "  Redis: sync `churn_to_redis` wrote {} profiles' churn scores; HGET profile:{} churn_score \
+             answers {} (the lake has {}), {:.1} s after the score's commit",
+            r.report.counts.delivered,
+            r.profile,
+            r.answer.as_deref().unwrap_or("(nothing)"),
+            r.lake_score,
+            r.after,
         ),
         None => println!(
             "  Redis: not given (tideway demo --redis redis://HOST:PORT syncs the churn score)"
         ),
     }
     match &s.postgres {
-        Some((report, count, top)) => {
+        Some(p) => {
             println!(
-                "  Postgres: sync `leads_to_postgres` upserted {} lead scores into {LEADS_TABLE} ({count} rows); top leads:",
-                report.counts.delivered
+                "  Postgres: sync `leads_to_postgres` upserted {} lead scores into {LEADS_TABLE} ({} rows); top leads:",
+                p.report.counts.delivered, p.rows
             );
-            for (user, email, score) in top {
+            for (user, email, score) in &p.top {
                 println!("    {user}  {email}  {score:.1}");
             }
         }
