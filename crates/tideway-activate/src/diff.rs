@@ -1,11 +1,18 @@
 //! The differ: which rows of a sync's source are new, changed or gone since the last run.
 //!
 //! Each run hashes every source row (xxh3-128 of the Arrow row encoding of the columns the
-//! sync reads, seeded by the mapping, so a mapping change re-sends every row) and full-joins
-//! the result, in DataFusion, with the sync's state in `_tideway.sync_state` (key, the hash and
-//! values last accepted by the destination). A row comes out when its key is new, its hash
-//! differs, or its key is gone; everything else stays in the engine. The result streams, so
-//! memory does not grow with the table.
+//! sync reads, seeded by the mapping, so a mapping change re-sends every row) and compares it
+//! with the sync's state in `_tideway.sync_state` (key, the hash and values last accepted by
+//! the destination). The comparison is a hash join written for this one shape ([`Differ`]):
+//! DataFusion scans and hashes the source in parallel; the state's keys and hashes (not its
+//! stored values) are held in a map keyed by the key's 128-bit digest; the source streams past
+//! it twice, once for its keys (to find the keys held by several rows before any row is sent)
+//! and once for its rows. Both passes read one snapshot of the source. A row comes out when its
+//! key is new, its hash differs, or its key is gone; everything else is dropped as it streams,
+//! so memory grows with the state's key count (about 80 bytes a key), not with the rows' width.
+//! The values a row last had at the destination (`metadata.previous`, `on_delete`) are read
+//! from the state only for the rows that come out, and only when something uses them
+//! ([`Differ::previous`]).
 //!
 //! | source row | state row | outcome |
 //! |---|---|---|
@@ -19,15 +26,29 @@
 //! | gone | never accepted | forgotten (its pending retry is dropped from the state) |
 //! | present or gone | `sending` (a run crashed while delivering it) | sent again: added, changed or removed, whatever its hash |
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, BinaryBuilder};
-use deltalake::arrow::datatypes::DataType;
-use deltalake::arrow::row::{RowConverter, SortField};
-use deltalake::datafusion::common::Result as DfResult;
-use deltalake::datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    UInt32Array, new_null_array,
 };
+use deltalake::arrow::compute::{cast, take};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::datafusion::catalog::TableProvider;
+use deltalake::datafusion::common::TableReference;
+use deltalake::datafusion::common::{Column, Result as DfResult};
+use deltalake::datafusion::execution::SendableRecordBatchStream;
+use deltalake::datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use deltalake::datafusion::prelude::{DataFrame, col as column, lit};
+use futures::StreamExt;
+use tideway_lake::{Lake, TableName};
+
+use crate::{ActivateError, Result};
 
 /// The UDF `tideway_row_hash(seed, col, ...)`: 16 bytes per row.
 pub const ROW_HASH: &str = "tideway_row_hash";
@@ -128,58 +149,8 @@ pub mod col {
     pub const OLD_PAYLOAD: &str = "__tideway_old_payload";
     pub const ATTEMPTS: &str = "__tideway_attempts";
     pub const OLD_STATUS: &str = "__tideway_old_status";
-}
-
-/// The query that yields the rows to act on. `columns` are the source columns read (mapped
-/// columns plus key and id columns), `seed` the mapping's fingerprint, `state` the state
-/// table's name, or `None` on a first run with no state table yet.
-pub fn diff_sql(
-    sync: &str,
-    source: &str,
-    key: &[String],
-    columns: &[String],
-    seed: u64,
-    state: Option<&str>,
-) -> String {
-    let cols = columns.iter().map(|c| ident(c)).collect::<Vec<_>>();
-    let src = format!(
-        "SELECT {key} AS {k}, {hash}(CAST({seed} AS BIGINT), {cols}) AS {h}, {cols} FROM {source}",
-        key = key_expr(key),
-        k = col::KEY,
-        h = col::HASH,
-        hash = ROW_HASH,
-        cols = cols.join(", "),
-    );
-    let Some(state) = state else {
-        return format!(
-            "SELECT src.*, CAST(NULL AS VARCHAR) AS {ok}, arrow_cast(NULL, 'Binary') AS {oh}, \
-             CAST(NULL AS VARCHAR) AS {op}, CAST(0 AS BIGINT) AS {at}, CAST(NULL AS VARCHAR) AS {os} \
-             FROM ({src}) src",
-            ok = col::OLD_KEY,
-            oh = col::OLD_HASH,
-            op = col::OLD_PAYLOAD,
-            at = col::ATTEMPTS,
-            os = col::OLD_STATUS,
-        );
-    };
-    format!(
-        "SELECT src.*, st.key AS {ok}, st.hash AS {oh}, st.payload AS {op}, \
-         coalesce(st.attempts, 0) AS {at}, st.status AS {os} \
-         FROM ({src}) src FULL OUTER JOIN \
-         (SELECT key, hash, dead_hash, payload, attempts, status FROM {state} WHERE sync = {name}) st \
-         ON src.{k} = st.key \
-         WHERE src.{k} IS NULL OR st.key IS NULL OR st.status = 'sending' \
-         OR (st.status IN ('rejected', 'dead') AND src.{h} = st.hash) \
-         OR ((src.{h} IS DISTINCT FROM st.hash) AND (src.{h} IS DISTINCT FROM st.dead_hash))",
-        ok = col::OLD_KEY,
-        oh = col::OLD_HASH,
-        op = col::OLD_PAYLOAD,
-        at = col::ATTEMPTS,
-        os = col::OLD_STATUS,
-        k = col::KEY,
-        h = col::HASH,
-        name = literal(sync),
-    )
+    /// How many source rows hold the row's key (more than one: the key is not unique).
+    pub const COPIES: &str = "__tideway_copies";
 }
 
 /// The query that finds keys held by more than one row (at most `limit` of them).
@@ -189,6 +160,518 @@ pub fn duplicates_sql(source: &str, key: &[String], limit: usize) -> String {
          WHERE k IS NOT NULL AND n > 1 ORDER BY n DESC, k LIMIT {limit}",
         key = key_expr(key)
     )
+}
+
+/// Source keys and state keys are xxh3-128 digests already: the maps use 64 of their bits as
+/// the hash instead of hashing them again.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed here; this is the fallback the trait requires.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u128(&mut self, digest: u128) {
+        self.0 = digest as u64;
+    }
+}
+
+type DigestMap<V> = HashMap<u128, V, BuildHasherDefault<DigestHasher>>;
+
+fn digest(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+/// What the state holds for one key.
+struct Held {
+    hash: Option<[u8; 16]>,
+    /// Index into [`Differ::statuses`].
+    status: u8,
+    attempts: i64,
+    /// Source rows holding the key (the first pass counts them).
+    rows: u32,
+    /// Where the key's text is: (batch, row) in [`Differ::keys`].
+    at: (u32, u32),
+}
+
+/// The rows of a sync's source to act on, batch by batch: the source's read columns, the key
+/// and hash ([`col::KEY`], [`col::HASH`]), and what the state held ([`col::OLD_KEY`],
+/// [`col::OLD_HASH`], [`col::ATTEMPTS`], [`col::OLD_STATUS`]; [`col::OLD_PAYLOAD`] is null,
+/// see [`Differ::previous`]) and [`col::COPIES`]. Source rows come first, then the keys that
+/// left the source.
+pub struct Differ {
+    sync: String,
+    held: DigestMap<Held>,
+    /// Dead-lettered versions, by key: not sent again until they change.
+    dead: DigestMap<[u8; 16]>,
+    /// Keys held by more than one source row: how many.
+    copies: DigestMap<u32>,
+    keys: Vec<StringArray>,
+    statuses: Vec<String>,
+    state: Option<Arc<dyn TableProvider>>,
+    rows: Option<SendableRecordBatchStream>,
+    schema: SchemaRef,
+    removed: Option<std::vec::IntoIter<u128>>,
+    /// Keys held by more than one source row.
+    pub duplicated_keys: usize,
+}
+
+impl std::fmt::Debug for Differ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Differ")
+            .field("sync", &self.sync)
+            .field("held_keys", &self.held.len())
+            .field("duplicated_keys", &self.duplicated_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Source rows per batch of removed keys.
+const REMOVED_BATCH: usize = 8192;
+
+impl Differ {
+    /// Reads the state of `sync` and the keys of `source` (the first pass), ready to stream
+    /// the rows that changed. `columns` are the source columns the sync reads; `seed` the
+    /// mapping's fingerprint.
+    pub async fn start(
+        lake: &Lake,
+        sync: &str,
+        source: &TableName,
+        key: &[String],
+        columns: &[String],
+        seed: u64,
+    ) -> Result<Differ> {
+        lake.refresh().await?;
+        let session = lake.session();
+        session.register_udf(row_hash_udf());
+        let provider = |name: &TableName| {
+            session.table_provider(TableReference::partial(
+                name.schema().to_string(),
+                name.table().to_string(),
+            ))
+        };
+        // One snapshot of the source for both passes.
+        let src = provider(source).await?;
+        let state_table = crate::state::table(crate::state::STATE);
+        let state = match lake.load(&state_table).await? {
+            Some(_) => Some(provider(&state_table).await?),
+            None => None,
+        };
+        let mut differ = Differ {
+            sync: sync.to_string(),
+            held: DigestMap::default(),
+            dead: DigestMap::default(),
+            copies: DigestMap::default(),
+            keys: Vec::new(),
+            statuses: Vec::new(),
+            state,
+            rows: None,
+            schema: Arc::new(Schema::empty()),
+            removed: None,
+            duplicated_keys: 0,
+        };
+        let key_sql = key_expr(key);
+        let df = session.read_table(src.clone())?;
+        let key_only = df
+            .clone()
+            .select(vec![df.parse_sql_expr(&key_sql)?.alias(col::KEY)])?;
+        // The first pass runs on its own task while this one reads the state.
+        let clock = std::time::Instant::now();
+        let counting = tokio::spawn(count_keys(key_only));
+        differ.read_state(lake).await?;
+        let state_read = clock.elapsed();
+        differ.copies = counting
+            .await
+            .map_err(|e| ActivateError::Internal(format!("counting the source's keys: {e}")))??;
+        differ.duplicated_keys = differ.copies.len();
+        tracing::debug!(
+            sync,
+            held = differ.held.len(),
+            duplicated = differ.duplicated_keys,
+            state_ms = state_read.as_millis() as u64,
+            both_ms = clock.elapsed().as_millis() as u64,
+            "diff: state read, source keys counted"
+        );
+        let mut select = vec![
+            df.parse_sql_expr(&key_sql)?.alias(col::KEY),
+            df.parse_sql_expr(&format!(
+                "{ROW_HASH}(CAST({seed} AS BIGINT), {})",
+                columns
+                    .iter()
+                    .map(|c| ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))?
+            .alias(col::HASH),
+        ];
+        select.extend(
+            columns
+                .iter()
+                .map(|c| Expr::Column(Column::from_name(c.as_str()))),
+        );
+        let rows = df.select(select)?;
+        let mut fields: Vec<Field> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.extend([
+            Field::new(col::OLD_KEY, DataType::Utf8, true),
+            Field::new(col::OLD_HASH, DataType::Binary, true),
+            Field::new(col::OLD_PAYLOAD, DataType::Utf8, true),
+            Field::new(col::ATTEMPTS, DataType::Int64, false),
+            Field::new(col::OLD_STATUS, DataType::Utf8, true),
+            Field::new(col::COPIES, DataType::Int64, false),
+        ]);
+        differ.schema = Arc::new(Schema::new(fields));
+        differ.rows = Some(rows.execute_stream().await?);
+        Ok(differ)
+    }
+
+    /// Loads the keys, hashes and statuses the state holds for this sync (not the values).
+    async fn read_state(&mut self, lake: &Lake) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let df = lake
+            .session()
+            .read_table(state.clone())?
+            .filter(column("sync").eq(lit(self.sync.as_str())))?
+            .select_columns(&["key", "hash", "dead_hash", "status", "attempts"])?;
+        let mut entries: Vec<(u128, Held)> = Vec::new();
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let keys = cast(batch.column(0), &DataType::Utf8)?;
+            let keys = keys.as_string::<i32>().clone();
+            let hashes = cast(batch.column(1), &DataType::Binary)?;
+            let hashes = hashes.as_binary::<i32>();
+            let dead = cast(batch.column(2), &DataType::Binary)?;
+            let dead = dead.as_binary::<i32>();
+            let statuses = Text::of(batch.column(3))?;
+            let attempts = cast(batch.column(4), &DataType::Int64)?;
+            let attempts = attempts.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+            let at = self.keys.len() as u32;
+            entries.reserve(keys.len());
+            for i in 0..keys.len() {
+                let d = digest(keys.value(i));
+                let status = statuses.get(i).unwrap_or("");
+                let status = match self.statuses.iter().position(|s| s == status) {
+                    Some(n) => n,
+                    None => {
+                        self.statuses.push(status.to_string());
+                        self.statuses.len() - 1
+                    }
+                } as u8;
+                if dead.is_valid(i) {
+                    self.dead.insert(d, sixteen(dead.value(i))?);
+                }
+                let hash = if hashes.is_valid(i) {
+                    Some(sixteen(hashes.value(i))?)
+                } else {
+                    None
+                };
+                let attempts = if attempts.is_valid(i) {
+                    attempts.value(i)
+                } else {
+                    0
+                };
+                entries.push((
+                    d,
+                    Held {
+                        hash,
+                        status,
+                        attempts,
+                        rows: 0,
+                        at: (at, i as u32),
+                    },
+                ));
+            }
+            self.keys.push(keys);
+        }
+        self.held = DigestMap::with_capacity_and_hasher(entries.len(), Default::default());
+        self.held.extend(entries);
+        Ok(())
+    }
+
+    /// The next rows to act on, or `None` when the diff is done.
+    pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        while let Some(stream) = &mut self.rows {
+            match stream.next().await {
+                Some(batch) => {
+                    let out = self.changed(&batch?)?;
+                    if out.num_rows() > 0 {
+                        return Ok(Some(out));
+                    }
+                }
+                None => {
+                    tracing::debug!(sync = self.sync, "diff: source rows compared");
+                    self.rows = None;
+                }
+            }
+        }
+        let removed = self.removed.get_or_insert_with(|| {
+            let mut gone: Vec<u128> = self
+                .held
+                .iter()
+                .filter(|(_, h)| h.rows == 0)
+                .map(|(d, _)| *d)
+                .collect();
+            // In the state's order, so runs are repeatable.
+            gone.sort_by_key(|d| self.held[d].at);
+            gone.into_iter()
+        });
+        let batch: Vec<u128> = removed.by_ref().take(REMOVED_BATCH).collect();
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        self.gone(&batch).map(Some)
+    }
+
+    /// The second pass over one batch of source rows: the rows that are new or changed.
+    fn changed(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let keys = Text::of(batch.column(0))?;
+        let hashes = cast(batch.column(1), &DataType::Binary)?;
+        let hashes = hashes.as_binary::<i32>();
+        let mut old = OldColumns::default();
+        let mut picked: Vec<u32> = Vec::new();
+        for i in 0..batch.num_rows() {
+            let Some(key) = keys.get(i) else {
+                picked.push(i as u32);
+                old.push(None, None, 0, None, 1);
+                continue;
+            };
+            let d = digest(key);
+            let copies = self.copies.get(&d).copied().unwrap_or(1);
+            let Some(held) = self.held.get_mut(&d) else {
+                picked.push(i as u32);
+                old.push(None, None, 0, None, copies);
+                continue;
+            };
+            held.rows = held.rows.saturating_add(1);
+            let hash = sixteen(hashes.value(i))?;
+            let status = self.statuses[held.status as usize].as_str();
+            let same = held.hash == Some(hash);
+            let send = status == "sending"
+                || (same && matches!(status, "rejected" | "dead"))
+                || (!same && self.dead.get(&d) != Some(&hash));
+            if send {
+                picked.push(i as u32);
+                old.push(
+                    Some(key),
+                    held.hash.as_ref(),
+                    held.attempts,
+                    Some(status),
+                    copies,
+                );
+            }
+        }
+        if picked.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        let indices = UInt32Array::from(picked);
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, &indices, None))
+            .collect::<std::result::Result<_, _>>()?;
+        columns.extend(old.finish());
+        self.batch(columns)
+    }
+
+    /// Keys the state holds that no source row has any more.
+    fn gone(&self, digests: &[u128]) -> Result<RecordBatch> {
+        let n = digests.len();
+        let source_columns = self.schema.fields().len() - OldColumns::COUNT;
+        let mut columns: Vec<ArrayRef> = self.schema.fields()[..source_columns]
+            .iter()
+            .map(|f| new_null_array(f.data_type(), n))
+            .collect();
+        let mut old = OldColumns::default();
+        for d in digests {
+            let held = &self.held[d];
+            let key = self.keys[held.at.0 as usize].value(held.at.1 as usize);
+            old.push(
+                Some(key),
+                held.hash.as_ref(),
+                held.attempts,
+                Some(self.statuses[held.status as usize].as_str()),
+                0,
+            );
+        }
+        columns.extend(old.finish());
+        self.batch(columns)
+    }
+
+    fn batch(&self, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+        // The source's columns may come out of the scan with other (equal) field metadata.
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| ActivateError::Internal(format!("the diff's rows: {e}")))
+    }
+
+    /// The reader of the values the destination last accepted, on this run's state snapshot.
+    pub fn previous(&self) -> Previous {
+        Previous {
+            sync: self.sync.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Reads the values the destination last accepted (the state's `payload`) for given keys.
+#[derive(Debug, Clone)]
+pub struct Previous {
+    sync: String,
+    state: Option<Arc<dyn TableProvider>>,
+}
+
+impl Previous {
+    /// The stored values of those of `keys` the state holds values for.
+    pub async fn read(&self, lake: &Lake, keys: &[String]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        let Some(state) = &self.state else {
+            return Ok(out);
+        };
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let wanted = keys.iter().map(|k| lit(k.as_str())).collect();
+        let df = lake
+            .session()
+            .read_table(state.clone())?
+            .filter(
+                column("sync")
+                    .eq(lit(self.sync.as_str()))
+                    .and(column("key").in_list(wanted, false))
+                    .and(column("payload").is_not_null()),
+            )?
+            .select_columns(&["key", "payload"])?;
+        for batch in df.collect().await? {
+            let keys = cast(batch.column(0), &DataType::Utf8)?;
+            let payloads = cast(batch.column(1), &DataType::Utf8)?;
+            let (keys, payloads) = (keys.as_string::<i32>(), payloads.as_string::<i32>());
+            for i in 0..batch.num_rows() {
+                out.insert(keys.value(i).to_string(), payloads.value(i).to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The first pass: the keys held by more than one source row, and by how many.
+async fn count_keys(df: DataFrame) -> Result<DigestMap<u32>> {
+    let mut seen: DigestMap<u32> = DigestMap::default();
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let keys = Text::of(batch.column(0))?;
+        seen.reserve(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            if let Some(k) = keys.get(i) {
+                let n = seen.entry(digest(k)).or_insert(0);
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+    seen.retain(|_, n| *n > 1);
+    Ok(seen)
+}
+
+/// A text column as the scan gives it (plain or view strings), read without a copy.
+enum Text<'a> {
+    Plain(&'a StringArray),
+    View(&'a deltalake::arrow::array::StringViewArray),
+    Other(ArrayRef),
+}
+
+impl<'a> Text<'a> {
+    fn of(array: &'a ArrayRef) -> Result<Text<'a>> {
+        Ok(match array.data_type() {
+            DataType::Utf8 => Text::Plain(array.as_string::<i32>()),
+            DataType::Utf8View => Text::View(array.as_string_view()),
+            _ => Text::Other(cast(array, &DataType::Utf8)?),
+        })
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Text::Plain(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::Other(a) => {
+                let a = a.as_string::<i32>();
+                a.is_valid(i).then(|| a.value(i))
+            }
+        }
+    }
+}
+
+fn sixteen(bytes: &[u8]) -> Result<[u8; 16]> {
+    bytes.try_into().map_err(|_| {
+        ActivateError::Internal(format!(
+            "a row hash of {} bytes (16 expected): the sync state is damaged",
+            bytes.len()
+        ))
+    })
+}
+
+/// The state's columns of the rows that come out of the diff.
+#[derive(Default)]
+struct OldColumns {
+    key: StringBuilder,
+    hash: BinaryBuilder,
+    payload: StringBuilder,
+    attempts: Int64Builder,
+    status: StringBuilder,
+    copies: Int64Builder,
+}
+
+impl OldColumns {
+    const COUNT: usize = 6;
+
+    fn push(
+        &mut self,
+        key: Option<&str>,
+        hash: Option<&[u8; 16]>,
+        attempts: i64,
+        status: Option<&str>,
+        copies: u32,
+    ) {
+        self.key.append_option(key);
+        self.hash.append_option(hash);
+        self.payload.append_null();
+        self.attempts.append_value(attempts);
+        self.status.append_option(status);
+        self.copies.append_value(copies as i64);
+    }
+
+    fn finish(mut self) -> [ArrayRef; OldColumns::COUNT] {
+        [
+            Arc::new(self.key.finish()),
+            Arc::new(self.hash.finish()),
+            Arc::new(self.payload.finish()),
+            Arc::new(self.attempts.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.copies.finish()),
+        ]
+    }
 }
 
 #[cfg(test)]

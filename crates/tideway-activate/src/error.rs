@@ -51,6 +51,12 @@ impl From<tideway_lake::LakeError> for ActivateError {
     }
 }
 
+impl From<deltalake::arrow::error::ArrowError> for ActivateError {
+    fn from(e: deltalake::arrow::error::ArrowError) -> Self {
+        ActivateError::Internal(format!("arrow: {e}"))
+    }
+}
+
 impl From<deltalake::datafusion::error::DataFusionError> for ActivateError {
     fn from(e: deltalake::datafusion::error::DataFusionError) -> Self {
         ActivateError::Query(Box::new(e))

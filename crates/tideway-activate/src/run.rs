@@ -8,15 +8,13 @@
 //! values again, until `dead_letter_after` runs have refused it. A crash at any point, then a
 //! rerun, re-sends at most the chunk in flight and loses nothing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::DataType;
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
-use tideway_lake::{Executed, Lake, SqlOutput, TableName, Txn};
+use tideway_lake::{Lake, SqlOutput, TableName, Txn};
 
 use crate::config::{Backfill, EventType, Field, OnDelete, SyncConfig};
 use crate::delivery::{Delivery, RetryPolicy};
@@ -95,6 +93,8 @@ struct DiffRow {
     attempts: i64,
     /// The state row's status: `sending` when a run crashed while delivering this row.
     old_status: Option<String>,
+    /// Source rows holding this row's key.
+    copies: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +136,9 @@ impl std::fmt::Debug for SyncJob {
             .finish_non_exhaustive()
     }
 }
+
+/// More keys held by several rows than this, and the sync stops: the key is not unique.
+const MAX_DUPLICATED_KEYS: usize = 100_000;
 
 /// Everything about the rows of one run that does not change per row.
 struct Plan {
@@ -182,6 +185,11 @@ impl SyncJob {
             _ => None,
         };
         let plan = self.plan(lake, started).await?;
+        tracing::debug!(
+            sync = self.config.name,
+            ms = clock.elapsed().as_millis() as u64,
+            "run planned"
+        );
         let sync = &self.config;
         let mut report = RunReport {
             sync: sync.name.clone(),
@@ -210,6 +218,9 @@ impl SyncJob {
                 after_version,
             );
             lake.append(&state::table(state::RUNS), vec![batch]).await?;
+            if result.is_ok() {
+                state::compact(lake).await;
+            }
         }
         result.map(|()| report)
     }
@@ -294,44 +305,36 @@ impl SyncJob {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<()> {
         let sync = &self.config;
-        lake.session().register_udf(diff::row_hash_udf());
-        let duplicates = self.duplicates(lake).await?;
-        let state_table = state::table(state::STATE);
-        let has_state = lake.load(&state_table).await?.is_some();
-        let sql = diff::diff_sql(
-            &sync.name,
-            &sync.source,
-            &sync.key,
-            &plan.read,
-            plan.seed,
-            has_state.then_some("_tideway.sync_state"),
-        );
-        let Executed::Query(df) = lake.execute(&sql).await? else {
-            return Err(ActivateError::Internal("the diff is a query".into()));
-        };
-        let mut stream = df.execute_stream().await?;
+        let source: TableName = sync.source.parse()?;
+        let mut differ =
+            diff::Differ::start(lake, &sync.name, &source, &sync.key, &plan.read, plan.seed)
+                .await?;
+        if differ.duplicated_keys > MAX_DUPLICATED_KEYS {
+            return Err(ActivateError::Source {
+                sync: sync.name.clone(),
+                message: format!(
+                    "{} values of the key ({}) are held by several rows: the key is not unique; pick the column(s) that identify a row",
+                    differ.duplicated_keys,
+                    sync.key.join(", ")
+                ),
+            });
+        }
+        let previous = differ.previous();
         let delivery = Delivery::new(self.destination.clone(), options.retry);
         let mut chunk: Vec<DiffRow> = Vec::new();
         let mut seen = Progress::default();
         let mut more = true;
         while more {
-            match stream.next().await {
-                Some(batch) => chunk.extend(diff_rows(&batch?, &plan.read)?),
+            match differ.next().await? {
+                Some(batch) => chunk.extend(diff_rows(&batch, &plan.read)?),
                 None => more = false,
             }
             if chunk.len() >= options.chunk_rows || (!more && !chunk.is_empty()) {
-                let rows = std::mem::take(&mut chunk);
+                let mut rows = std::mem::take(&mut chunk);
                 seen.rows += rows.len() as u64;
+                self.previous(lake, &previous, &mut rows).await?;
                 self.chunk(
-                    lake,
-                    options,
-                    plan,
-                    &duplicates,
-                    &delivery,
-                    rows,
-                    report,
-                    &mut seen,
-                    progress,
+                    lake, options, plan, &delivery, rows, report, &mut seen, progress,
                 )
                 .await?;
                 progress(seen);
@@ -340,36 +343,30 @@ impl SyncJob {
         Ok(())
     }
 
-    /// Keys held by more than one row.
-    async fn duplicates(&self, lake: &Lake) -> Result<HashMap<String, i64>> {
-        const LIMIT: usize = 100_000;
-        let sql = diff::duplicates_sql(&self.config.source, &self.config.key, LIMIT + 1);
-        let SqlOutput::Rows(rows) = lake.sql(&sql).await? else {
-            return Ok(HashMap::new());
-        };
-        let mut out = HashMap::new();
-        for batch in &rows.batches {
-            let keys = strings(batch, "k")?;
-            let counts = batch.column_by_name("n").map(|c| {
-                c.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
-                    .clone()
-            });
-            for (i, k) in keys.into_iter().enumerate() {
-                if let (Some(k), Some(n)) = (k, counts.as_ref()) {
-                    out.insert(k, n.value(i));
-                }
+    /// Fills in the values the destination last accepted for the rows that need them: for
+    /// `metadata.previous` when transformations run, and for removals that send the old values.
+    async fn previous(
+        &self,
+        lake: &Lake,
+        reader: &diff::Previous,
+        rows: &mut [DiffRow],
+    ) -> Result<()> {
+        let removal_needs_values = self.config.on_delete != OnDelete::Ignore;
+        let keys: Vec<String> = rows
+            .iter()
+            .filter(|r| !self.transforms.is_empty() || (r.values.is_none() && removal_needs_values))
+            .filter_map(|r| r.old_key.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut previous = reader.read(lake, &keys).await?;
+        for row in rows.iter_mut() {
+            if let Some(key) = &row.old_key {
+                row.old_payload = previous.remove(key);
             }
         }
-        if out.len() > LIMIT {
-            return Err(ActivateError::Source {
-                sync: self.config.name.clone(),
-                message: format!(
-                    "more than {LIMIT} values of the key ({}) are held by several rows: the key is not unique; pick the column(s) that identify a row",
-                    self.config.key.join(", ")
-                ),
-            });
-        }
-        Ok(out)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -378,7 +375,6 @@ impl SyncJob {
         lake: &Lake,
         options: &RunOptions,
         plan: &Plan,
-        duplicates: &HashMap<String, i64>,
         delivery: &Delivery,
         rows: Vec<DiffRow>,
         report: &mut RunReport,
@@ -423,9 +419,8 @@ impl SyncJob {
                 .clone()
                 .or_else(|| row.old_key.clone())
                 .unwrap_or_default();
-            if row.values.is_some()
-                && let Some(n) = duplicates.get(&key)
-            {
+            if row.values.is_some() && row.copies > 1 {
+                let n = row.copies;
                 counts.invalid += 1;
                 let message = format!(
                     "duplicate key `{}`: {n} rows have it; none of them is sent",
@@ -576,11 +571,15 @@ impl SyncJob {
                         .or_else(|| row.old_key.clone())
                         .unwrap_or_default(),
                     hash: row.old_hash.clone(),
-                    payload: row.old_payload.clone().or_else(|| {
-                        row.values
+                    // The version the destination may hold: the accepted one (kept as it is
+                    // in the state: null means unchanged), or, never accepted, this one.
+                    payload: match row.old_hash {
+                        Some(_) => None,
+                        None => row
+                            .values
                             .as_ref()
-                            .map(|v| Value::Object(v.clone()).to_string())
-                    }),
+                            .map(|v| Value::Object(v.clone()).to_string()),
+                    },
                     dead_hash: None,
                     status: SENDING,
                     attempts: row.attempts,
@@ -589,7 +588,8 @@ impl SyncJob {
                 }
             })
             .collect();
-        self.commit(lake, plan, Vec::new(), intents, Vec::new())
+        let fresh = outgoing.iter().all(|(i, ..)| rows[*i].old_key.is_none());
+        self.commit(lake, plan, Vec::new(), intents, Vec::new(), fresh)
             .await?;
         let base = seen.delivered;
         let delivered_so_far = std::sync::atomic::AtomicU64::new(0);
@@ -694,7 +694,8 @@ impl SyncJob {
             let mut st = StateRow {
                 key: key.clone(),
                 hash: row.old_hash.clone(),
-                payload: row.old_payload.clone(),
+                // Null: the accepted version's values stay as the state holds them.
+                payload: None,
                 dead_hash: None,
                 status: "rejected",
                 attempts: tries,
@@ -727,7 +728,10 @@ impl SyncJob {
                 message_id,
             ));
         }
-        self.commit(lake, plan, logs, states, dead).await
+        // Nothing was written ahead and no key is in the state yet (a first run that records
+        // what exists, `backfill = "skip_existing"`): the new states are appended.
+        let fresh = outgoing.is_empty() && rows.iter().all(|r| r.old_key.is_none());
+        self.commit(lake, plan, logs, states, dead, fresh).await
     }
 
     fn skipped_by_backfill(&self, row: &DiffRow) -> bool {
@@ -754,6 +758,7 @@ impl SyncJob {
         logs: Vec<LogRow>,
         states: Vec<StateRow>,
         dead: Vec<DeadRow>,
+        fresh: bool,
     ) -> Result<()> {
         let sync = &self.config;
         if !dead.is_empty() {
@@ -770,8 +775,20 @@ impl SyncJob {
             let app = state::txn_app(&sync.name);
             let version = lake.txn_version(&table, &app).await?.unwrap_or(0) + 1;
             let batch = state::state_batch(&sync.name, plan.run, &states);
-            lake.merge(&table, vec![batch], &["sync", "key"])
-                .with_delete_column(state::DELETE)
+            let write = if fresh {
+                let keep: Vec<usize> = (0..batch.num_columns())
+                    .filter(|&i| batch.schema().field(i).name() != state::DELETE)
+                    .collect();
+                let batch = batch
+                    .project(&keep)
+                    .map_err(|e| ActivateError::Internal(e.to_string()))?;
+                lake.append(&table, vec![batch])
+            } else {
+                lake.merge(&table, vec![batch], &["sync", "key"])
+                    .with_delete_column(state::DELETE)
+                    .with_kept_when_null("payload")
+            };
+            write
                 .with_txn(Txn::new(app, version))
                 .with_metadata("tideway.sync", json!({"sync": sync.name, "run": plan.run}))
                 .await?;
@@ -1074,11 +1091,21 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
     let old_hashes = binaries(batch, col::OLD_HASH)?;
     let old_payloads = strings(batch, col::OLD_PAYLOAD)?;
     let old_statuses = strings(batch, col::OLD_STATUS)?;
-    let attempts = batch
-        .column_by_name(col::ATTEMPTS)
-        .map(|c| deltalake::arrow::compute::cast(c, &DataType::Int64))
-        .transpose()
-        .map_err(|e| ActivateError::Internal(format!("attempts: {e}")))?;
+    let int64 = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| deltalake::arrow::compute::cast(c, &DataType::Int64))
+            .transpose()
+            .map_err(|e| ActivateError::Internal(format!("{name}: {e}")))
+    };
+    let attempts = int64(col::ATTEMPTS)?;
+    let copies = int64(col::COPIES)?;
+    let value = |column: &Option<deltalake::arrow::array::ArrayRef>, i: usize, default: i64| {
+        column.as_ref().map_or(default, |a| {
+            a.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                .value(i)
+        })
+    };
     let values = json_rows(batch, read)?;
     Ok((0..batch.num_rows())
         .map(|i| DiffRow {
@@ -1089,10 +1116,8 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
             old_key: old_keys[i].clone(),
             old_payload: old_payloads[i].clone(),
             old_status: old_statuses[i].clone(),
-            attempts: attempts.as_ref().map_or(0, |a| {
-                a.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
-                    .value(i)
-            }),
+            attempts: value(&attempts, i, 0),
+            copies: value(&copies, i, 1),
         })
         .collect())
 }

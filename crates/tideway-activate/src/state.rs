@@ -24,7 +24,7 @@ use deltalake::arrow::array::{
     TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use tideway_lake::{SYSTEM_SCHEMA, TableName};
+use tideway_lake::{Lake, SYSTEM_SCHEMA, TableName};
 
 pub const STATE: &str = "sync_state";
 pub const LOG: &str = "sync_log";
@@ -39,6 +39,39 @@ pub fn table(name: &str) -> TableName {
 /// The Delta transaction id of a sync's state commits.
 pub fn txn_app(sync: &str) -> String {
     format!("sync:{sync}")
+}
+
+/// Data files of `sync_state` past which a run compacts it. Every chunk a run commits adds a
+/// file; a diff reads the whole table, and a thousand small files read several times slower
+/// than a few large ones.
+pub const STATE_FILES_BEFORE_COMPACTION: u64 = 64;
+
+/// Compacts `sync_state` when it has grown fragmented. Another sync's commit at the same time
+/// can make the compaction conflict: it is then left for a later run (the state is correct
+/// either way), with a warning.
+pub async fn compact(lake: &Lake) {
+    let name = table(STATE);
+    let files = match lake.info(&name).await {
+        Ok(info) => info.files,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the sync state's file count");
+            return;
+        }
+    };
+    tracing::debug!(files, "sync state data files");
+    if files <= STATE_FILES_BEFORE_COMPACTION {
+        return;
+    }
+    match lake.optimize(&name, None).await {
+        Ok(report) => tracing::info!(
+            files_removed = report.files_removed,
+            files_added = report.files_added,
+            "compacted the sync state"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "compacting the sync state failed; a later run retries")
+        }
+    }
 }
 
 /// A row's new state, one per row acted on.

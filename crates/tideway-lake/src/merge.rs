@@ -58,6 +58,7 @@ pub(crate) async fn upsert(
     source: RecordBatch,
     keys: &[String],
     delete_column: Option<&str>,
+    kept_when_null: &[String],
     props: CommitProperties,
     writer_properties: Option<WriterProperties>,
 ) -> Result<(Option<u64>, MergeMetrics), DeltaTableError> {
@@ -75,13 +76,26 @@ pub(crate) async fn upsert(
         .filter(|c| !keys.contains(c))
         .cloned()
         .collect();
+    let update_all = |updates: &[String]| -> Vec<(String, String)> {
+        set_all(updates)
+            .into_iter()
+            .map(|(c, e)| {
+                if kept_when_null.contains(&c) {
+                    let e = format!("coalesce({e}, target.{})", quote(&c));
+                    (c, e)
+                } else {
+                    (c, e)
+                }
+            })
+            .collect()
+    };
     if let Some(marker) = delete_column {
         let marker = quote(marker);
         builder =
             builder.when_matched_delete(|d| d.predicate(format!("source.{marker} = true")))?;
         if !updates.is_empty() {
             builder = builder.when_matched_update(|mut u| {
-                for (c, e) in set_all(&updates) {
+                for (c, e) in update_all(&updates) {
                     u = u.update(c, e);
                 }
                 u
@@ -97,7 +111,7 @@ pub(crate) async fn upsert(
     } else {
         if !updates.is_empty() {
             builder = builder.when_matched_update(|mut u| {
-                for (c, e) in set_all(&updates) {
+                for (c, e) in update_all(&updates) {
                     u = u.update(c, e);
                 }
                 u

@@ -79,6 +79,8 @@ pub enum WriteMode {
         keys: Vec<String>,
         /// A boolean column that marks deletions; it is not stored.
         delete_column: Option<String>,
+        /// Columns whose null means "unchanged": a matched row keeps its value there.
+        kept_when_null: Vec<String>,
     },
     /// Replace groups of rows: every existing row whose `group` column holds one of `groups`
     /// and whose key is not in the input is deleted, and the input rows are upserted by
@@ -160,6 +162,7 @@ impl Lake {
             WriteMode::Merge {
                 keys,
                 delete_column: None,
+                kept_when_null: Vec::new(),
             },
         )
     }
@@ -224,6 +227,15 @@ impl Write {
     pub fn with_delete_column(mut self, column: impl Into<String>) -> Self {
         if let WriteMode::Merge { delete_column, .. } = &mut self.mode {
             *delete_column = Some(column.into());
+        }
+        self
+    }
+
+    /// For a merge: a null in `column` leaves a matched row's value as it is (a writer that
+    /// does not know the current value need not read it to keep it).
+    pub fn with_kept_when_null(mut self, column: impl Into<String>) -> Self {
+        if let WriteMode::Merge { kept_when_null, .. } = &mut self.mode {
+            kept_when_null.push(column.into());
         }
         self
     }
@@ -463,6 +475,7 @@ impl Write {
             WriteMode::Merge {
                 keys,
                 delete_column,
+                kept_when_null,
             } => {
                 let batches = attach_column(batches, delete_column.as_deref(), deletes)?;
                 let source = dedupe_by_key(name, &batches, keys)?;
@@ -478,6 +491,7 @@ impl Write {
                         source,
                         keys,
                         delete_column.as_deref(),
+                        kept_when_null,
                         props,
                         self.writer_properties.clone(),
                     )

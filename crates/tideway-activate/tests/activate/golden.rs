@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use serde_json::{Value, json};
 use tideway_activate::delivery::RetryPolicy;
 use tideway_activate::transform::Source;
 use tideway_activate::{RunOptions, SyncConfig, SyncJob};
@@ -235,4 +236,116 @@ async fn an_event_table_sync_stamps_each_event_with_its_rows_time() {
         run_time.starts_with("20") && run_time != "2026-11-30T10:00:00.000Z",
         "a row without a time gets the run's: {run_time}"
     );
+}
+
+/// The differ over more rows than one scan batch (8,192) and more than one file: a key's two
+/// copies far apart are both invalid; `metadata.previous` holds the accepted values of exactly
+/// the rows that changed; refusals keep the accepted values for the next try.
+#[tokio::test]
+async fn the_differ_spans_batches_and_files_and_reads_previous_values_for_changed_rows() {
+    let sync = "source = \"crm.big\"\nkey = \"id\"\ndestination = \"rec\"\ntype = \"identify\"\ntransformations = [\"prev\"]\n";
+    let script = Source {
+        name: "prev".into(),
+        file: "transformations/prev.js".into(),
+        text: "export function transformEvent(event, metadata) {\n  const p = metadata(event).previous;\n  event.traits.was = p ? p.name : null;\n  return event;\n}\n".into(),
+    };
+    let config = SyncConfig::parse(
+        sync,
+        "syncs/big.toml",
+        &["rec".to_string()],
+        &["prev".to_string()],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    lake.sql("CREATE TABLE crm.big AS SELECT value AS id, concat('n', CAST(value AS VARCHAR)) AS name FROM range(20000)")
+        .await
+        .unwrap();
+    lake.sql("INSERT INTO crm.big VALUES (7, 'again')")
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder::new());
+    let job = SyncJob::new(config, recorder.clone(), &[script], Default::default()).unwrap();
+    let options = RunOptions {
+        chunk_rows: 5_000,
+        ..options()
+    };
+    let report = job.run(&lake, &options, &|_| {}).await.unwrap();
+    assert_eq!(
+        (
+            report.counts.added,
+            report.counts.invalid,
+            report.counts.delivered
+        ),
+        (19_999, 2, 19_999),
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|(k, m)| k == "7" && m.contains("2 rows have it")),
+        "{:?}",
+        report.problems
+    );
+    let sent = recorder.take();
+    assert!(sent.iter().all(|e| e.event["traits"]["was"].is_null()));
+
+    lake.sql("DELETE FROM crm.big WHERE name = 'again'")
+        .await
+        .unwrap();
+    lake.sql("UPDATE crm.big SET name = concat(name, '!') WHERE id IN (3, 9000, 19999)")
+        .await
+        .unwrap();
+    lake.sql("DELETE FROM crm.big WHERE id IN (4, 12000)")
+        .await
+        .unwrap();
+    let report = job.run(&lake, &options, &|_| {}).await.unwrap();
+    assert_eq!(
+        (
+            report.counts.added,
+            report.counts.changed,
+            report.counts.removed,
+            report.counts.invalid
+        ),
+        (1, 3, 2, 0),
+        "{:?}",
+        report.counts
+    );
+    let mut was: Vec<(String, Value)> = recorder
+        .take()
+        .into_iter()
+        .filter(|e| e.op == tideway_activate::destination::Op::Upsert)
+        .map(|e| (e.origin.clone(), e.event["traits"]["was"].clone()))
+        .collect();
+    was.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        was,
+        vec![
+            ("19999".to_string(), json!("n19999")),
+            ("3".to_string(), json!("n3")),
+            ("7".to_string(), Value::Null),
+            ("9000".to_string(), json!("n9000")),
+        ]
+    );
+
+    // Refused changes keep the accepted values: the retry still sees them as `previous`.
+    *recorder.refuse.lock().unwrap() = ["3".to_string()].into_iter().collect();
+    lake.sql("UPDATE crm.big SET name = 'x' WHERE id = 3")
+        .await
+        .unwrap();
+    let report = job.run(&lake, &options, &|_| {}).await.unwrap();
+    assert_eq!(report.counts.rejected, 1, "{:?}", report.counts);
+    recorder.refuse.lock().unwrap().clear();
+    lake.sql("UPDATE crm.big SET name = 'y' WHERE id = 3")
+        .await
+        .unwrap();
+    let report = job.run(&lake, &options, &|_| {}).await.unwrap();
+    assert_eq!(report.counts.delivered, 1, "{:?}", report.counts);
+    let sent = recorder.take();
+    assert_eq!(sent[0].event["traits"]["was"], json!("n3!"));
+    assert_eq!(sent[0].event["traits"]["name"], json!("y"));
 }

@@ -72,6 +72,7 @@ async fn merge_with_a_delete_column() {
             WriteMode::Merge {
                 keys: vec!["id".into()],
                 delete_column: Some("_deleted".into()),
+                kept_when_null: Vec::new(),
             },
         )
         .await
@@ -81,6 +82,74 @@ async fn merge_with_a_delete_column() {
     // The marker is not a column of the table.
     let schema = lake.schema(&t).await.unwrap();
     assert!(schema.field_with_name("_deleted").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_keeps_a_kept_column_where_the_input_is_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    let t: TableName = "crm.customers".parse().unwrap();
+    let batch = |ids: Vec<i64>, v: Vec<Option<i64>>, w: Vec<Option<i64>>| {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new("w", DataType::Int64, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(Int64Array::from(v)),
+                Arc::new(Int64Array::from(w)),
+            ],
+        )
+        .unwrap()
+    };
+    lake.merge(
+        &t,
+        vec![batch(
+            vec![1, 2],
+            vec![Some(10), Some(20)],
+            vec![Some(1), Some(2)],
+        )],
+        &["id"],
+    )
+    .await
+    .unwrap();
+    // Row 1: v null (kept), w null (not kept: set to null). Row 2: both given. Row 3: new.
+    lake.merge(
+        &t,
+        vec![batch(
+            vec![1, 2, 3],
+            vec![None, Some(21), None],
+            vec![None, Some(22), Some(3)],
+        )],
+        &["id"],
+    )
+    .with_kept_when_null("v")
+    .await
+    .unwrap();
+    let out = lake
+        .sql("SELECT id, v, w FROM crm.customers ORDER BY id")
+        .await
+        .unwrap();
+    let tideway_lake::SqlOutput::Rows(out) = out else {
+        panic!("a query gives rows")
+    };
+    let text = tideway_lake::arrow::util::pretty::pretty_format_batches(&out.batches)
+        .unwrap()
+        .to_string();
+    let expected = "\
++----+----+----+
+| id | v  | w  |
++----+----+----+
+| 1  | 10 |    |
+| 2  | 21 | 22 |
+| 3  |    | 3  |
++----+----+----+";
+    assert_eq!(text, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
