@@ -5,11 +5,12 @@
 //! with the sync's state in `_tideway.sync_state` (key, the hash and values last accepted by
 //! the destination). The comparison is a hash join written for this one shape ([`Differ`]):
 //! DataFusion scans and hashes the source in parallel; the state's keys and hashes (not its
-//! stored values) are held in a map keyed by the key's 128-bit digest; the source streams past
+//! stored values) are held in a compact table keyed by the key's 128-bit digest; the source streams past
 //! it twice, once for its keys (to find the keys held by several rows before any row is sent)
 //! and once for its rows. Both passes read one snapshot of the source. A row comes out when its
 //! key is new, its hash differs, or its key is gone; everything else is dropped as it streams,
-//! so memory grows with the state's key count (about 80 bytes a key), not with the rows' width.
+//! so memory grows with the state's key count (about 50 bytes a key with its text), not with
+//! the rows' width.
 //! The values a row last had at the destination (`metadata.previous`, `on_delete`) are read
 //! from the state only for the rows that come out, and only when something uses them
 //! ([`Differ::previous`]).
@@ -49,6 +50,8 @@ use futures::StreamExt;
 use tideway_lake::{Lake, TableName};
 
 use crate::{ActivateError, Result};
+
+mod held;
 
 /// The UDF `tideway_row_hash(seed, col, ...)`: 16 bytes per row.
 pub const ROW_HASH: &str = "tideway_row_hash";
@@ -188,18 +191,6 @@ fn digest(key: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key.as_bytes())
 }
 
-/// What the state holds for one key.
-struct Held {
-    hash: Option<[u8; 16]>,
-    /// Index into [`Differ::statuses`].
-    status: u8,
-    attempts: i64,
-    /// Source rows holding the key (the first pass counts them).
-    rows: u32,
-    /// Where the key's text is: (batch, row) in [`Differ::keys`].
-    at: (u32, u32),
-}
-
 /// The rows of a sync's source to act on, batch by batch: the source's read columns, the key
 /// and hash ([`col::KEY`], [`col::HASH`]), and what the state held ([`col::OLD_KEY`],
 /// [`col::OLD_HASH`], [`col::ATTEMPTS`], [`col::OLD_STATUS`]; [`col::OLD_PAYLOAD`] is null,
@@ -207,17 +198,13 @@ struct Held {
 /// left the source.
 pub struct Differ {
     sync: String,
-    held: DigestMap<Held>,
-    /// Dead-lettered versions, by key: not sent again until they change.
-    dead: DigestMap<[u8; 16]>,
+    held: held::Held,
     /// Keys held by more than one source row: how many.
     copies: DigestMap<u32>,
-    keys: Vec<StringArray>,
-    statuses: Vec<String>,
     state: Option<Arc<dyn TableProvider>>,
     rows: Option<SendableRecordBatchStream>,
     schema: SchemaRef,
-    removed: Option<std::vec::IntoIter<u128>>,
+    removed: Option<std::vec::IntoIter<usize>>,
     /// Keys held by more than one source row.
     pub duplicated_keys: usize,
 }
@@ -265,11 +252,8 @@ impl Differ {
         };
         let mut differ = Differ {
             sync: sync.to_string(),
-            held: DigestMap::default(),
-            dead: DigestMap::default(),
+            held: held::Held::default(),
             copies: DigestMap::default(),
-            keys: Vec::new(),
-            statuses: Vec::new(),
             state,
             rows: None,
             schema: Arc::new(Schema::empty()),
@@ -284,7 +268,9 @@ impl Differ {
         // The first pass runs on its own task while this one reads the state.
         let clock = std::time::Instant::now();
         let counting = tokio::spawn(count_keys(key_only));
-        differ.read_state(lake).await?;
+        if let Some(state) = &differ.state {
+            differ.held = held::Held::read(lake, state.clone(), sync).await?;
+        }
         let state_read = clock.elapsed();
         differ.copies = counting
             .await
@@ -335,72 +321,6 @@ impl Differ {
         Ok(differ)
     }
 
-    /// Loads the keys, hashes and statuses the state holds for this sync (not the values).
-    async fn read_state(&mut self, lake: &Lake) -> Result<()> {
-        let Some(state) = &self.state else {
-            return Ok(());
-        };
-        let df = lake
-            .session()
-            .read_table(state.clone())?
-            .filter(column("sync").eq(lit(self.sync.as_str())))?
-            .select_columns(&["key", "hash", "dead_hash", "status", "attempts"])?;
-        let mut entries: Vec<(u128, Held)> = Vec::new();
-        let mut stream = df.execute_stream().await?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let keys = cast(batch.column(0), &DataType::Utf8)?;
-            let keys = keys.as_string::<i32>().clone();
-            let hashes = cast(batch.column(1), &DataType::Binary)?;
-            let hashes = hashes.as_binary::<i32>();
-            let dead = cast(batch.column(2), &DataType::Binary)?;
-            let dead = dead.as_binary::<i32>();
-            let statuses = Text::of(batch.column(3))?;
-            let attempts = cast(batch.column(4), &DataType::Int64)?;
-            let attempts = attempts.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-            let at = self.keys.len() as u32;
-            entries.reserve(keys.len());
-            for i in 0..keys.len() {
-                let d = digest(keys.value(i));
-                let status = statuses.get(i).unwrap_or("");
-                let status = match self.statuses.iter().position(|s| s == status) {
-                    Some(n) => n,
-                    None => {
-                        self.statuses.push(status.to_string());
-                        self.statuses.len() - 1
-                    }
-                } as u8;
-                if dead.is_valid(i) {
-                    self.dead.insert(d, sixteen(dead.value(i))?);
-                }
-                let hash = if hashes.is_valid(i) {
-                    Some(sixteen(hashes.value(i))?)
-                } else {
-                    None
-                };
-                let attempts = if attempts.is_valid(i) {
-                    attempts.value(i)
-                } else {
-                    0
-                };
-                entries.push((
-                    d,
-                    Held {
-                        hash,
-                        status,
-                        attempts,
-                        rows: 0,
-                        at: (at, i as u32),
-                    },
-                ));
-            }
-            self.keys.push(keys);
-        }
-        self.held = DigestMap::with_capacity_and_hasher(entries.len(), Default::default());
-        self.held.extend(entries);
-        Ok(())
-    }
-
     /// The next rows to act on, or `None` when the diff is done.
     pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
         while let Some(stream) = &mut self.rows {
@@ -417,18 +337,10 @@ impl Differ {
                 }
             }
         }
-        let removed = self.removed.get_or_insert_with(|| {
-            let mut gone: Vec<u128> = self
-                .held
-                .iter()
-                .filter(|(_, h)| h.rows == 0)
-                .map(|(d, _)| *d)
-                .collect();
-            // In the state's order, so runs are repeatable.
-            gone.sort_by_key(|d| self.held[d].at);
-            gone.into_iter()
-        });
-        let batch: Vec<u128> = removed.by_ref().take(REMOVED_BATCH).collect();
+        let removed = self
+            .removed
+            .get_or_insert_with(|| self.held.unseen().into_iter());
+        let batch: Vec<usize> = removed.by_ref().take(REMOVED_BATCH).collect();
         if batch.is_empty() {
             return Ok(None);
         }
@@ -450,24 +362,25 @@ impl Differ {
             };
             let d = digest(key);
             let copies = self.copies.get(&d).copied().unwrap_or(1);
-            let Some(held) = self.held.get_mut(&d) else {
+            let Some(at) = self.held.find(d) else {
                 picked.push(i as u32);
                 old.push(None, None, 0, None, copies);
                 continue;
             };
-            held.rows = held.rows.saturating_add(1);
+            self.held.entry_mut(at).seen = true;
+            let held = self.held.entry(at);
             let hash = sixteen(hashes.value(i))?;
-            let status = self.statuses[held.status as usize].as_str();
-            let same = held.hash == Some(hash);
+            let status = self.held.status(at);
+            let same = held.hash() == Some(&hash);
             let send = status == "sending"
                 || (same && matches!(status, "rejected" | "dead"))
-                || (!same && self.dead.get(&d) != Some(&hash));
+                || (!same && self.held.dead(d) != Some(&hash));
             if send {
                 picked.push(i as u32);
                 old.push(
                     Some(key),
-                    held.hash.as_ref(),
-                    held.attempts,
+                    held.hash(),
+                    self.held.attempts(at),
                     Some(status),
                     copies,
                 );
@@ -487,22 +400,21 @@ impl Differ {
     }
 
     /// Keys the state holds that no source row has any more.
-    fn gone(&self, digests: &[u128]) -> Result<RecordBatch> {
-        let n = digests.len();
+    fn gone(&self, entries: &[usize]) -> Result<RecordBatch> {
+        let n = entries.len();
         let source_columns = self.schema.fields().len() - OldColumns::COUNT;
         let mut columns: Vec<ArrayRef> = self.schema.fields()[..source_columns]
             .iter()
             .map(|f| new_null_array(f.data_type(), n))
             .collect();
         let mut old = OldColumns::default();
-        for d in digests {
-            let held = &self.held[d];
-            let key = self.keys[held.at.0 as usize].value(held.at.1 as usize);
+        for &i in entries {
+            let key = self.held.key(i)?;
             old.push(
-                Some(key),
-                held.hash.as_ref(),
-                held.attempts,
-                Some(self.statuses[held.status as usize].as_str()),
+                Some(&key),
+                self.held.entry(i).hash(),
+                self.held.attempts(i),
+                Some(self.held.status(i)),
                 0,
             );
         }
@@ -576,23 +488,23 @@ impl Previous {
     }
 }
 
-/// The first pass: the keys held by more than one source row, and by how many.
+/// The first pass: the keys held by more than one source row, and by how many. The keys'
+/// digests are sorted (16 bytes a row, dropped at the end) rather than counted in a map.
 async fn count_keys(df: DataFrame) -> Result<DigestMap<u32>> {
-    let mut seen: DigestMap<u32> = DigestMap::default();
+    let mut digests: Vec<u128> = Vec::new();
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let keys = Text::of(batch.column(0))?;
-        seen.reserve(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            if let Some(k) = keys.get(i) {
-                let n = seen.entry(digest(k)).or_insert(0);
-                *n = n.saturating_add(1);
-            }
-        }
+        digests.reserve(batch.num_rows());
+        digests.extend((0..batch.num_rows()).filter_map(|i| keys.get(i).map(digest)));
     }
-    seen.retain(|_, n| *n > 1);
-    Ok(seen)
+    digests.sort_unstable();
+    let mut copies: DigestMap<u32> = DigestMap::default();
+    for run in digests.chunk_by(|a, b| a == b).filter(|run| run.len() > 1) {
+        copies.insert(run[0], run.len().min(u32::MAX as usize) as u32);
+    }
+    Ok(copies)
 }
 
 /// A text column as the scan gives it (plain or view strings), read without a copy.

@@ -1107,18 +1107,27 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
         })
     };
     let values = json_rows(batch, read)?;
-    Ok((0..batch.num_rows())
-        .map(|i| DiffRow {
-            key: keys[i].clone(),
-            hash: hashes[i].clone(),
-            values: hashes[i].is_some().then(|| values[i].clone()),
-            old_hash: old_hashes[i].clone(),
-            old_key: old_keys[i].clone(),
-            old_payload: old_payloads[i].clone(),
-            old_status: old_statuses[i].clone(),
-            attempts: value(&attempts, i, 0),
-            copies: value(&copies, i, 1),
-        })
+    Ok(values
+        .into_iter()
+        .zip(keys.into_iter().zip(hashes))
+        .zip(old_keys.into_iter().zip(old_hashes))
+        .zip(old_payloads.into_iter().zip(old_statuses))
+        .enumerate()
+        .map(
+            |(i, (((values, (key, hash)), (old_key, old_hash)), (old_payload, old_status)))| {
+                DiffRow {
+                    key,
+                    values: hash.is_some().then_some(values),
+                    hash,
+                    old_hash,
+                    old_key,
+                    old_payload,
+                    old_status,
+                    attempts: value(&attempts, i, 0),
+                    copies: value(&copies, i, 1),
+                }
+            },
+        )
         .collect())
 }
 
