@@ -10,14 +10,14 @@
 //!              Rejected ─► final, unless the whole batch was refused: split it in two, again
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::destination::{DeliveryError, Destination, OutboundEvent, Outcome};
+use crate::destination::{BatchLimits, DeliveryError, Destination, OutboundEvent, Outcome};
 
 /// How often and how patiently a batch is retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,11 +52,16 @@ pub struct Delivered {
 }
 
 /// A GCRA rate limiter (a token bucket without a timer): calls are spaced `interval` apart on
-/// average, with bursts of up to `burst` calls; a destination's `Retry-After` pauses it.
+/// average, with bursts of up to `burst` calls; a destination's `Retry-After` pauses it. With a
+/// rolling window (HubSpot counts calls per rolling 10 s), it also keeps the start times of the
+/// window's calls and holds a call while the window is full, so no window of the destination's
+/// ever sees more than its limit, whatever the bursts.
 #[derive(Debug)]
 pub struct RateLimiter {
     interval: Duration,
     burst: u32,
+    /// The rolling window and the calls it allows.
+    window: Option<(Duration, usize)>,
     state: Mutex<LimiterState>,
 }
 
@@ -65,7 +70,14 @@ struct LimiterState {
     /// The theoretical arrival time of the next call.
     tat: Instant,
     paused_until: Option<Instant>,
+    /// With a window: when each of its latest calls started, oldest first.
+    started: VecDeque<Instant>,
 }
+
+/// How much longer than the destination's window a full window waits: a call's request
+/// reaches the destination some time after it starts here, and an earlier call that took
+/// longer to arrive would otherwise still count in the destination's window.
+const WINDOW_MARGIN: u32 = 40;
 
 impl RateLimiter {
     /// `per_second` calls a second on average, bursts of up to `burst`.
@@ -73,10 +85,22 @@ impl RateLimiter {
         RateLimiter {
             interval: Duration::from_secs_f64(1.0 / per_second.max(1e-3)),
             burst: burst.max(1),
+            window: None,
             state: Mutex::new(LimiterState {
                 tat: Instant::now(),
                 paused_until: None,
+                started: VecDeque::new(),
             }),
+        }
+    }
+
+    /// As [`RateLimiter::new`], and never more than `per_second` × `window` calls in any
+    /// rolling `window` (plus a margin of 1/40 of it for the requests' travel time).
+    pub fn with_window(per_second: f64, burst: u32, window: Duration) -> Self {
+        let calls = ((per_second * window.as_secs_f64()).floor() as usize).max(1);
+        RateLimiter {
+            window: Some((window + window / WINDOW_MARGIN, calls)),
+            ..RateLimiter::new(per_second, burst)
         }
     }
 
@@ -91,11 +115,22 @@ impl RateLimiter {
                     _ => {
                         s.paused_until = None;
                         let tat = s.tat.max(now);
-                        let allowed_at = tat
+                        let mut allowed_at = tat
                             .checked_sub(self.interval * (self.burst - 1))
                             .unwrap_or(now);
+                        if let Some((window, calls)) = self.window {
+                            while s.started.front().is_some_and(|t| *t + window <= now) {
+                                s.started.pop_front();
+                            }
+                            if s.started.len() >= calls {
+                                allowed_at = allowed_at.max(s.started[0] + window);
+                            }
+                        }
                         if allowed_at <= now {
                             s.tat = tat + self.interval;
+                            if self.window.is_some() {
+                                s.started.push_back(now);
+                            }
                             return;
                         }
                         allowed_at - now
@@ -117,17 +152,23 @@ impl RateLimiter {
 }
 
 /// The one rate limiter of the destination `name` in this process, shared by every sync and
-/// connection that sends to it.
-pub fn limiter_for(name: &str, per_second: Option<f64>, burst: u32) -> Option<Arc<RateLimiter>> {
+/// connection that sends to it; `None` when its limits set no rate.
+pub fn limiter_for(name: &str, limits: &BatchLimits) -> Option<Arc<RateLimiter>> {
     static LIMITERS: OnceLock<Mutex<HashMap<String, Arc<RateLimiter>>>> = OnceLock::new();
-    let per_second = per_second?;
+    let per_second = limits.requests_per_second?;
+    let burst = limits.concurrency.max(1) as u32;
     let mut all = LIMITERS
         .get_or_init(Default::default)
         .lock()
         .expect("limiter registry lock poisoned");
     Some(
-        all.entry(format!("{name}@{per_second}"))
-            .or_insert_with(|| Arc::new(RateLimiter::new(per_second, burst)))
+        all.entry(format!("{name}@{per_second}/{:?}", limits.rate_window))
+            .or_insert_with(|| {
+                Arc::new(match limits.rate_window {
+                    Some(window) => RateLimiter::with_window(per_second, burst, window),
+                    None => RateLimiter::new(per_second, burst),
+                })
+            })
             .clone(),
     )
 }
@@ -143,9 +184,7 @@ pub struct Delivery {
 impl Delivery {
     /// The delivery loop for `destination`, with its shared rate limiter.
     pub fn new(destination: Arc<dyn Destination>, policy: RetryPolicy) -> Self {
-        let limits = destination.limits();
-        let burst = limits.concurrency.max(1) as u32;
-        let limiter = limiter_for(destination.name(), limits.requests_per_second, burst);
+        let limiter = limiter_for(destination.name(), &destination.limits());
         Delivery {
             destination,
             limiter,
@@ -415,6 +454,7 @@ mod tests {
                 max_events: 8,
                 max_bytes: 1 << 20,
                 requests_per_second: None,
+                rate_window: None,
                 concurrency: 2,
             }
         }
@@ -519,6 +559,7 @@ mod tests {
                 max_events: 2,
                 max_bytes: 1 << 20,
                 requests_per_second: None,
+                rate_window: None,
                 concurrency: 2,
             }
         }
@@ -580,12 +621,35 @@ mod tests {
             max_events: 4,
             max_bytes: 150,
             requests_per_second: None,
+            rate_window: None,
             concurrency: 1,
         };
         let b = batches(&events(10, &[]), limits);
         assert!(b.iter().all(|r| r.len() <= 4));
         assert_eq!(b.iter().map(|r| r.len()).sum::<usize>(), 10);
         assert!(b.len() > 3, "bytes cut batches too: {b:?}");
+    }
+
+    #[tokio::test]
+    async fn a_windowed_limiter_never_lets_a_window_hold_more_than_its_calls() {
+        // 100 calls/s over a 100 ms window: 10 calls a window, bursts of up to 50 allowed by
+        // the rate alone, so only the window holds them back.
+        let l = RateLimiter::with_window(100.0, 50, Duration::from_millis(100));
+        let mut started = Vec::new();
+        for _ in 0..35 {
+            l.acquire().await;
+            started.push(Instant::now());
+        }
+        for (i, pair) in started.windows(11).enumerate() {
+            let span = pair[10] - pair[0];
+            assert!(
+                span >= Duration::from_millis(100),
+                "calls {i} and {} are {span:?} apart: 11 calls in one 100 ms window",
+                i + 10
+            );
+        }
+        // The first 10 go at once: the window is used, not only the rate.
+        assert!(started[9] - started[0] < Duration::from_millis(50));
     }
 
     #[tokio::test]

@@ -135,8 +135,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
-    /// Customer.io's fake at its real rate limit: the share of the budget used, and of 429s.
+    /// A destination's fake at its real rate limit: the share of the budget used, and of 429s.
     RateBudget {
+        #[arg(long, value_enum, default_value = "customerio")]
+        destination: crate::bench_sync::RateBudgetTarget,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
         #[arg(long, default_value_t = 100.0)]
@@ -232,9 +234,11 @@ pub async fn run(command: BenchCommand) -> Result<()> {
             concurrency,
         } => crate::bench_sync::deliver(events, batch_size, concurrency).await,
         BenchCommand::Transform { events } => crate::bench_sync::transform(events),
-        BenchCommand::RateBudget { seconds, rps } => {
-            crate::bench_sync::rate_budget(seconds, rps).await
-        }
+        BenchCommand::RateBudget {
+            destination,
+            seconds,
+            rps,
+        } => crate::bench_sync::rate_budget(destination, seconds, rps).await,
         BenchCommand::LakeMerge {
             table_rows,
             changed,

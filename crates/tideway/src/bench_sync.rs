@@ -206,53 +206,109 @@ pub fn transform(events: usize) -> Result<()> {
     Ok(())
 }
 
-/// Customer.io's fake at its real rate limit, `seconds` of traffic: the share of the budget
-/// used after warm-up and the share of requests answered 429.
-pub async fn rate_budget(seconds: u64, rps: f64) -> Result<()> {
-    use tideway_activate::destination::customerio::{self, ApiVersion, CustomerIoConfig};
-    use tideway_activate::fake::customerio::{FakeOptions, start};
-    let fake = start(FakeOptions {
-        requests_per_second: rps,
-        ..Default::default()
-    })
-    .await
-    .context("cannot start the Customer.io fake")?;
-    let mut config = CustomerIoConfig::new(fake.site_id(), Secret::new(fake.api_key()));
-    config.base_url = Some(fake.base_url().to_string());
-    config.api = ApiVersion::V1;
-    config.requests_per_second = rps;
-    let destination: Arc<dyn Destination> = Arc::new(customerio::build("cio-bench", config));
-    let events = (rps * seconds as f64) as usize;
-    let all: Vec<OutboundEvent> = (0..events + rps as usize * 5)
+/// Which destination's fake [`rate_budget`] runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateBudgetTarget {
+    /// Customer.io's Track API v1: one request per event, a steady requests-per-second limit.
+    Customerio,
+    /// HubSpot's batch upsert of contacts: 100 inputs per request, a rolling 10-second window.
+    Hubspot,
+}
+
+/// A destination's fake at its real rate limit, `seconds` of traffic after a 5 s warm-up: the
+/// share of the budget used and the share of requests answered 429. Fails when a row is lost.
+pub async fn rate_budget(target: RateBudgetTarget, seconds: u64, rps: f64) -> Result<()> {
+    use tideway_activate::destination::{customerio, hubspot};
+    use tideway_activate::fake;
+    // Each arm gives the destination, the events a request carries, and the fake's
+    // (requests, throttled) counters.
+    let (destination, per_request, counters, label): (
+        Arc<dyn Destination>,
+        usize,
+        Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+        String,
+    ) = match target {
+        RateBudgetTarget::Customerio => {
+            let fake = fake::customerio::start(fake::customerio::FakeOptions {
+                requests_per_second: rps,
+                ..Default::default()
+            })
+            .await
+            .context("cannot start the Customer.io fake")?;
+            let mut config =
+                customerio::CustomerIoConfig::new(fake.site_id(), Secret::new(fake.api_key()));
+            config.base_url = Some(fake.base_url().to_string());
+            config.api = customerio::ApiVersion::V1;
+            config.requests_per_second = rps;
+            let destination = Arc::new(customerio::build("cio-bench", config));
+            let fake = Arc::new(fake);
+            let counters = move || (fake.requests(), fake.throttled());
+            let label = format!("Customer.io fake at {rps} requests/s, v1 (one request per event)");
+            (destination, 1, Box::new(counters), label)
+        }
+        RateBudgetTarget::Hubspot => {
+            let window = (rps * 10.0).round() as u32;
+            let fake = fake::hubspot::start(fake::hubspot::FakeOptions {
+                requests_per_ten_seconds: window,
+                ..Default::default()
+            })
+            .await
+            .context("cannot start the HubSpot fake")?;
+            let mut config = hubspot::HubSpotConfig::new(Secret::new(fake.access_token()));
+            config.base_url = Some(fake.base_url().to_string());
+            config.requests_per_second = rps;
+            let destination = Arc::new(hubspot::build("hubspot-bench", config));
+            let fake = Arc::new(fake);
+            let counters = move || (fake.requests(), fake.throttled());
+            let label = format!(
+                "HubSpot fake at {window} requests per rolling 10 s, contacts batch upsert ({} inputs a request)",
+                hubspot::MAX_BATCH_INPUTS
+            );
+            (
+                destination,
+                hubspot::MAX_BATCH_INPUTS,
+                Box::new(counters),
+                label,
+            )
+        }
+    };
+    let warmup = rps as usize * 5 * per_request;
+    let events = (rps * seconds as f64) as usize * per_request;
+    let all: Vec<OutboundEvent> = (0..warmup + events)
         .map(|i| {
             let mut e = track(i);
             e.event["type"] = json!("identify");
-            e.event["traits"] = json!({"plan": "pro", "n": i});
+            e.event["traits"] = json!({"email": format!("u{i}@example.com"), "firstname": "Ada", "lastname": format!("L{i}")});
             e.origin = format!("u{i}");
             e.event["userId"] = json!(format!("u{i}"));
             e
         })
         .collect();
     let delivery = Delivery::new(destination, RetryPolicy::default());
-    let warmup = rps as usize * 5;
     delivery.deliver(&all[..warmup], &|_| {}).await;
-    let (r0, t0) = (fake.requests(), fake.throttled());
+    let (r0, t0) = counters();
     let start = Instant::now();
     let out = delivery.deliver(&all[warmup..], &|_| {}).await;
     let took = start.elapsed().as_secs_f64();
-    let (r1, t1) = (fake.requests() - r0, fake.throttled() - t0);
+    let (r1, t1) = counters();
+    let (r1, t1) = (r1 - r0, t1 - t0);
     let delivered = out
         .iter()
         .filter(|d| d.outcome == Outcome::Delivered)
         .count();
     let accepted_rate = (r1 - t1) as f64 / took;
     println!(
-        "rate-budget: Customer.io fake at {rps} requests/s, v1 (one request per event), {delivered} of {} delivered in {took:.1} s after a 5 s warm-up: {accepted_rate:.1} accepted requests/s = {:.1}% of the budget, {t1} of {r1} requests answered 429 ({:.2}%)",
-        all.len() - warmup,
+        "rate-budget: {label}, {delivered} of {events} delivered in {took:.1} s after a 5 s warm-up: {accepted_rate:.1} accepted requests/s = {:.1}% of the budget, {t1} of {r1} requests answered 429 ({:.2}%)",
         100.0 * accepted_rate / rps,
         100.0 * t1 as f64 / r1.max(1) as f64
     );
-    anyhow::ensure!(delivered == all.len() - warmup, "rows were lost");
+    if let Some(refused) = out.iter().find(|d| d.outcome != Outcome::Delivered) {
+        anyhow::bail!(
+            "rows were lost: {} of {events} not delivered, e.g. {:?}",
+            events - delivered,
+            refused.outcome
+        );
+    }
     Ok(())
 }
 

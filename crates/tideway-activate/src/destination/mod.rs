@@ -229,6 +229,10 @@ pub struct BatchLimits {
     /// Calls per second allowed for the destination's account (shared by every sync using
     /// it); `None` for no limit.
     pub requests_per_second: Option<f64>,
+    /// The account's limit is counted over a rolling window of this length (HubSpot: 10 s):
+    /// then no window ever holds more than `requests_per_second` × the window's calls, however
+    /// the calls bunch. `None`: the limit is a steady rate, bursts of `concurrency` allowed.
+    pub rate_window: Option<Duration>,
     /// Calls in flight at once.
     pub concurrency: usize,
 }
@@ -239,6 +243,7 @@ impl Default for BatchLimits {
             max_events: 100,
             max_bytes: 512 * 1024,
             requests_per_second: None,
+            rate_window: None,
             concurrency: 4,
         }
     }

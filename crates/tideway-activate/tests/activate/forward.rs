@@ -72,6 +72,7 @@ impl Destination for Switch {
             max_events: 7,
             max_bytes: 1 << 20,
             requests_per_second: None,
+            rate_window: None,
             concurrency: 3,
         }
     }

@@ -84,6 +84,7 @@ impl Destination for Recorder {
             max_events: self.max_events.max(1),
             max_bytes: 1 << 20,
             requests_per_second: None,
+            rate_window: None,
             concurrency: 2,
         }
     }

@@ -244,6 +244,7 @@ impl Destination for CustomerIo {
             max_events,
             max_bytes,
             requests_per_second: Some(self.config.requests_per_second),
+            rate_window: None,
             concurrency: self.config.concurrency.max(1),
         }
     }

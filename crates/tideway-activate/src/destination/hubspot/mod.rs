@@ -285,6 +285,7 @@ impl Destination for HubSpot {
             max_events: MAX_BATCH_INPUTS,
             max_bytes: MAX_BATCH_BYTES,
             requests_per_second: Some(self.config.requests_per_second),
+            rate_window: Some(DEFAULT_INTERVAL),
             concurrency: self.config.concurrency.max(1),
         }
     }

@@ -469,6 +469,7 @@ impl Destination for Kafka {
             max_events: self.config.batch_size,
             max_bytes: MAX_BATCH_BYTES,
             requests_per_second: None,
+            rate_window: None,
             concurrency: self.config.concurrency,
         }
     }

@@ -452,6 +452,7 @@ impl Destination for Postgres {
             max_events: self.config.batch_size,
             max_bytes: 64 * 1024 * 1024,
             requests_per_second: None,
+            rate_window: None,
             concurrency: self.config.concurrency,
         }
     }

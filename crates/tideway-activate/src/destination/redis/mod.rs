@@ -506,6 +506,7 @@ impl Destination for Redis {
             max_events: self.config.batch_size.max(1),
             max_bytes: MAX_BATCH_BYTES,
             requests_per_second: None,
+            rate_window: None,
             concurrency: self.config.concurrency.max(1),
         }
     }

@@ -782,6 +782,7 @@ impl Destination for Salesforce {
             max_events: MAX_BULK_ROWS,
             max_bytes: MAX_BULK_BYTES,
             requests_per_second: Some(self.config.requests_per_second),
+            rate_window: None,
             concurrency: self.config.concurrency.max(1),
         }
     }

@@ -233,6 +233,7 @@ impl Destination for Webhook {
             max_events: self.config.batch_size,
             max_bytes: 4 * 1024 * 1024,
             requests_per_second: self.config.requests_per_second,
+            rate_window: None,
             concurrency: self.config.concurrency,
         }
     }
