@@ -508,14 +508,14 @@ async fn count_keys(df: DataFrame) -> Result<DigestMap<u32>> {
 }
 
 /// A text column as the scan gives it (plain or view strings), read without a copy.
-enum Text<'a> {
+pub(crate) enum Text<'a> {
     Plain(&'a StringArray),
     View(&'a deltalake::arrow::array::StringViewArray),
     Other(ArrayRef),
 }
 
 impl<'a> Text<'a> {
-    fn of(array: &'a ArrayRef) -> Result<Text<'a>> {
+    pub(crate) fn of(array: &'a ArrayRef) -> Result<Text<'a>> {
         Ok(match array.data_type() {
             DataType::Utf8 => Text::Plain(array.as_string::<i32>()),
             DataType::Utf8View => Text::View(array.as_string_view()),
@@ -523,12 +523,40 @@ impl<'a> Text<'a> {
         })
     }
 
-    fn get(&self, i: usize) -> Option<&str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         match self {
             Text::Plain(a) => a.is_valid(i).then(|| a.value(i)),
             Text::View(a) => a.is_valid(i).then(|| a.value(i)),
             Text::Other(a) => {
                 let a = a.as_string::<i32>();
+                a.is_valid(i).then(|| a.value(i))
+            }
+        }
+    }
+}
+
+/// A binary column as the scan gives it (plain or view bytes), read without a copy.
+pub(crate) enum Bytes<'a> {
+    Plain(&'a deltalake::arrow::array::BinaryArray),
+    View(&'a deltalake::arrow::array::BinaryViewArray),
+    Other(ArrayRef),
+}
+
+impl<'a> Bytes<'a> {
+    pub(crate) fn of(array: &'a ArrayRef) -> Result<Bytes<'a>> {
+        Ok(match array.data_type() {
+            DataType::Binary => Bytes::Plain(array.as_binary::<i32>()),
+            DataType::BinaryView => Bytes::View(array.as_binary_view()),
+            _ => Bytes::Other(cast(array, &DataType::Binary)?),
+        })
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Bytes::Plain(a) => a.is_valid(i).then(|| a.value(i)),
+            Bytes::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Bytes::Other(a) => {
+                let a = a.as_binary::<i32>();
                 a.is_valid(i).then(|| a.value(i))
             }
         }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::DataType;
 use serde_json::{Map, Value, json};
 use tideway_lake::{Lake, SqlOutput, TableName, Txn};
@@ -19,7 +19,7 @@ use tideway_lake::{Lake, SqlOutput, TableName, Txn};
 use crate::config::{Backfill, EventType, Field, OnDelete, SyncConfig};
 use crate::delivery::{Delivery, RetryPolicy};
 use crate::destination::{Destination, Op, OutboundEvent, Outcome};
-use crate::diff::{self, col};
+use crate::diff::{self, Bytes, Text, col};
 use crate::state::{self, DeadRow, LogRow, RunCounts, StateRow};
 use crate::transform::{Chain, Limits, Source};
 use crate::{ActivateError, Result};
@@ -1054,43 +1054,20 @@ pub fn set_path(target: &mut Value, path: &[String], value: Value) {
     }
 }
 
-/// A text column of `batch` (any string type) as optional strings.
-fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
-    let Some(column) = batch.column_by_name(name) else {
-        return Err(ActivateError::Internal(format!(
-            "the diff lacks the column `{name}`"
-        )));
-    };
-    let column = deltalake::arrow::compute::cast(column, &DataType::Utf8)
-        .map_err(|e| ActivateError::Internal(format!("`{name}` is not text: {e}")))?;
-    let column = column.as_string::<i32>();
-    Ok((0..column.len())
-        .map(|i| column.is_valid(i).then(|| column.value(i).to_string()))
-        .collect())
-}
-
-fn binaries(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<u8>>>> {
-    let Some(column) = batch.column_by_name(name) else {
-        return Err(ActivateError::Internal(format!(
-            "the diff lacks the column `{name}`"
-        )));
-    };
-    let column = deltalake::arrow::compute::cast(column, &DataType::Binary)
-        .map_err(|e| ActivateError::Internal(format!("`{name}` is not binary: {e}")))?;
-    let column = column.as_binary::<i32>();
-    Ok((0..column.len())
-        .map(|i| column.is_valid(i).then(|| column.value(i).to_vec()))
-        .collect())
+/// The column `name` of the diff's `batch`.
+fn diff_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| ActivateError::Internal(format!("the diff lacks the column `{name}`")))
 }
 
 /// The diff's rows: key, hashes, old state, and the source columns as JSON objects.
 fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
-    let keys = strings(batch, col::KEY)?;
-    let hashes = binaries(batch, col::HASH)?;
-    let old_keys = strings(batch, col::OLD_KEY)?;
-    let old_hashes = binaries(batch, col::OLD_HASH)?;
-    let old_payloads = strings(batch, col::OLD_PAYLOAD)?;
-    let old_statuses = strings(batch, col::OLD_STATUS)?;
+    let text = |name| diff_column(batch, name).and_then(Text::of);
+    let bytes = |name| diff_column(batch, name).and_then(Bytes::of);
+    let (keys, old_keys) = (text(col::KEY)?, text(col::OLD_KEY)?);
+    let (hashes, old_hashes) = (bytes(col::HASH)?, bytes(col::OLD_HASH)?);
+    let (old_payloads, old_statuses) = (text(col::OLD_PAYLOAD)?, text(col::OLD_STATUS)?);
     let int64 = |name: &str| {
         batch
             .column_by_name(name)
@@ -1100,34 +1077,31 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
     };
     let attempts = int64(col::ATTEMPTS)?;
     let copies = int64(col::COPIES)?;
-    let value = |column: &Option<deltalake::arrow::array::ArrayRef>, i: usize, default: i64| {
+    let value = |column: &Option<ArrayRef>, i: usize, default: i64| {
         column.as_ref().map_or(default, |a| {
             a.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
                 .value(i)
         })
     };
+    let owned = |text: &Text, i| text.get(i).map(str::to_string);
     let values = json_rows(batch, read)?;
     Ok(values
         .into_iter()
-        .zip(keys.into_iter().zip(hashes))
-        .zip(old_keys.into_iter().zip(old_hashes))
-        .zip(old_payloads.into_iter().zip(old_statuses))
         .enumerate()
-        .map(
-            |(i, (((values, (key, hash)), (old_key, old_hash)), (old_payload, old_status)))| {
-                DiffRow {
-                    key,
-                    values: hash.is_some().then_some(values),
-                    hash,
-                    old_hash,
-                    old_key,
-                    old_payload,
-                    old_status,
-                    attempts: value(&attempts, i, 0),
-                    copies: value(&copies, i, 1),
-                }
-            },
-        )
+        .map(|(i, values)| {
+            let hash = hashes.get(i).map(<[u8]>::to_vec);
+            DiffRow {
+                key: owned(&keys, i),
+                values: hash.is_some().then_some(values),
+                hash,
+                old_hash: old_hashes.get(i).map(<[u8]>::to_vec),
+                old_key: owned(&old_keys, i),
+                old_payload: owned(&old_payloads, i),
+                old_status: owned(&old_statuses, i),
+                attempts: value(&attempts, i, 0),
+                copies: value(&copies, i, 1),
+            }
+        })
         .collect())
 }
 

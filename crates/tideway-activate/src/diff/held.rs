@@ -16,7 +16,7 @@ use deltalake::datafusion::prelude::{col as column, lit};
 use futures::StreamExt;
 use tideway_lake::Lake;
 
-use super::{Text, digest, sixteen};
+use super::{Bytes, Text, digest, sixteen};
 use crate::{ActivateError, Result};
 
 /// One key the state holds.
@@ -204,10 +204,8 @@ async fn read_part(mut stream: SendableRecordBatchStream) -> Result<Part> {
         let batch = batch?;
         let keys = batch.column(0).clone();
         let text = Text::of(&keys)?;
-        let hashes = cast(batch.column(1), &DataType::Binary)?;
-        let hashes = hashes.as_binary::<i32>();
-        let dead = cast(batch.column(2), &DataType::Binary)?;
-        let dead = dead.as_binary::<i32>();
+        let hashes = Bytes::of(batch.column(1))?;
+        let dead = Bytes::of(batch.column(2))?;
         let statuses = Text::of(batch.column(3))?;
         let attempts = cast(batch.column(4), &DataType::Int64)?;
         let attempts = attempts.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
@@ -222,17 +220,16 @@ async fn read_part(mut stream: SendableRecordBatchStream) -> Result<Part> {
                     part.statuses.len() - 1
                 }
             } as u8;
-            if dead.is_valid(i) {
-                part.dead.push((d, sixteen(dead.value(i))?));
+            if let Some(dead) = dead.get(i) {
+                part.dead.push((d, sixteen(dead)?));
             }
             if attempts.is_valid(i) && attempts.value(i) != 0 {
                 part.attempts
                     .push((part.entries.len() as u32, attempts.value(i)));
             }
-            let (hash, has_hash) = if hashes.is_valid(i) {
-                (sixteen(hashes.value(i))?, true)
-            } else {
-                ([0; 16], false)
+            let (hash, has_hash) = match hashes.get(i) {
+                Some(hash) => (sixteen(hash)?, true),
+                None => ([0; 16], false),
             };
             part.entries.push(Entry {
                 digest: d.to_le_bytes(),
