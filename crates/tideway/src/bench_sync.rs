@@ -220,14 +220,15 @@ pub enum RateBudgetTarget {
 pub async fn rate_budget(target: RateBudgetTarget, seconds: u64, rps: f64) -> Result<()> {
     use tideway_activate::destination::{customerio, hubspot};
     use tideway_activate::fake;
-    // Each arm gives the destination, the events a request carries, and the fake's
-    // (requests, throttled) counters.
-    let (destination, per_request, counters, label): (
+    /// The destination, the events a request carries, the fake's (requests, throttled)
+    /// counters, and what it is.
+    type Bench = (
         Arc<dyn Destination>,
         usize,
-        Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+        Box<dyn Fn() -> (u64, u64)>,
         String,
-    ) = match target {
+    );
+    let (destination, per_request, counters, label): Bench = match target {
         RateBudgetTarget::Customerio => {
             let fake = fake::customerio::start(fake::customerio::FakeOptions {
                 requests_per_second: rps,

@@ -216,9 +216,7 @@ pub async fn run(dir: &Path, customers: usize, servers: &Servers) -> Result<()> 
     bar.inc(1);
 
     bar.set_message("streams: the churn score to Redis, the lead score to Postgres");
-    let kafka = streamed.kafka;
-    streamed = crate::demo_streams::sync(&project, &lake, servers, &env).await?;
-    streamed.kafka = kafka;
+    crate::demo_streams::sync(&project, &lake, servers, &env, &mut streamed).await?;
     bar.inc(1);
     bar.finish_and_clear();
 

@@ -158,17 +158,17 @@ pub async fn kafka_added(servers: &Servers, before: Option<i64>) -> Result<Optio
     }
 }
 
-/// After the churn score and the lead score: syncs them to Redis and Postgres and reads them
-/// back from there.
+/// After the churn score and the lead score: syncs them to Redis and Postgres, reads them back
+/// from there, and puts what it found into `out`.
 pub async fn sync(
     project: &Project,
     lake: &Lake,
     servers: &Servers,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Streamed> {
-    let mut out = Streamed::default();
+    out: &mut Streamed,
+) -> Result<()> {
     if servers.redis.is_none() && servers.postgres.is_none() {
-        return Ok(out);
+        return Ok(());
     }
     let dir = &project.dir;
     if servers.redis.is_some() {
@@ -225,7 +225,13 @@ pub async fn sync(
             .job("leads_to_postgres")?
             .run(lake, &options, &|_| {})
             .await?;
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        // The read-back connects as the destination does, TLS settings (`sslmode`) included.
+        use tideway_activate::destination::postgres::tls;
+        let (plain, verify) =
+            tls::split_url(url).map_err(|e| anyhow::anyhow!("--postgres {url}: {e}"))?;
+        let connector =
+            tls::connector(&verify).map_err(|e| anyhow::anyhow!("--postgres {url}: {e}"))?;
+        let (client, connection) = tokio_postgres::connect(&plain, connector)
             .await
             .context("cannot reach Postgres (--postgres)")?;
         let task = tokio::spawn(connection);
@@ -252,7 +258,7 @@ pub async fn sync(
             top,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The demo's account of the streams; how to add them when no server was given.
