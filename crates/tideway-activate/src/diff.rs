@@ -156,10 +156,12 @@ pub mod col {
     pub const COPIES: &str = "__tideway_copies";
 }
 
-/// The query that finds keys held by more than one row (at most `limit` of them).
+/// The query that finds keys held by more than one row: at most `limit` of them (`k`), each
+/// with its rows (`n`) and how many keys are duplicated in all (`keys`).
 pub fn duplicates_sql(source: &str, key: &[String], limit: usize) -> String {
     format!(
-        "SELECT k, n FROM (SELECT {key} AS k, count(*) AS n FROM {source} GROUP BY 1) \
+        "SELECT k, n, count(*) OVER () AS keys \
+         FROM (SELECT {key} AS k, count(*) AS n FROM {source} GROUP BY 1) \
          WHERE k IS NOT NULL AND n > 1 ORDER BY n DESC, k LIMIT {limit}",
         key = key_expr(key)
     )

@@ -374,31 +374,31 @@ pub async fn check_syncs(
         let key_ok = sync.key.iter().all(|k| columns.contains(k));
         out.extend(problems);
         if in_lake && key_ok {
-            let sql = tideway_activate::diff::duplicates_sql(&sync.source, &sync.key, 3);
+            let sql = tideway_activate::diff::duplicates_sql(&sync.source, &sync.key, 1);
             if let SqlOutput::Rows(rows) = lake.sql(&sql).await?
-                && rows.num_rows() > 0
+                && let Some(batch) = rows.batches.iter().find(|b| b.num_rows() > 0)
             {
-                let batch = &rows
-                    .batches
-                    .iter()
-                    .find(|b| b.num_rows() > 0)
-                    .expect("a row");
-                let key = tideway_lake::arrow::compute::cast(
-                    batch.column(0),
-                    &tideway_lake::arrow::datatypes::DataType::Utf8,
-                )?;
-                let key = key
-                    .as_any()
-                    .downcast_ref::<tideway_lake::arrow::array::StringArray>()
-                    .expect("cast to text")
-                    .value(0)
-                    .to_string();
+                use tideway_lake::arrow::array::AsArray;
+                use tideway_lake::arrow::compute::cast;
+                use tideway_lake::arrow::datatypes::{DataType, Int64Type};
+                let key = cast(batch.column(0), &DataType::Utf8)?;
+                let key = key.as_string::<i32>().value(0).to_string();
+                let count = |i: usize| -> Result<i64> {
+                    Ok(cast(batch.column(i), &DataType::Int64)?
+                        .as_primitive::<Int64Type>()
+                        .value(0))
+                };
+                let (rows_of_key, keys) = (count(1)?, count(2)?);
+                let others = match keys - 1 {
+                    0 => String::new(),
+                    1 => ", and so is 1 other key value".to_string(),
+                    n => format!(", and so are {n} other key values"),
+                };
                 out.push(sync.key_diagnostic(format!(
-                    "the key ({}) is not unique in `{}`: `{}` is held by several rows (and {} more key values); a sync sends one event per key, pick the column(s) that identify a row",
+                    "the key ({}) is not unique in `{}`: `{}` is held by several rows ({rows_of_key}){others}; a sync sends one event per key, pick the column(s) that identify a row",
                     sync.key.join(", "),
                     sync.source,
                     tideway_activate::diff::display_key(&key),
-                    rows.num_rows() - 1
                 )));
             }
         }

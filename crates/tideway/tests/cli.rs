@@ -1260,7 +1260,10 @@ fn a_sync_plans_runs_reports_and_compile_checks_sync_files() {
     // compile: a sync naming a column the source lacks, and a key that is not unique.
     ok(&tideway(
         dir.path(),
-        &["sql", "INSERT INTO marts.scores VALUES ('u1', 99)"],
+        &[
+            "sql",
+            "INSERT INTO marts.scores VALUES ('u1', 99), ('u1', 98), ('u2', 97)",
+        ],
     ));
     std::fs::write(
         dir.path().join("syncs/typo.toml"),
@@ -1276,6 +1279,10 @@ fn a_sync_plans_runs_reports_and_compile_checks_sync_files() {
     );
     assert!(
         e.contains("syncs/scores.toml:2:7: the key (user_id) is not unique in `marts.scores`: `u1` is held by several rows"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`u1` is held by several rows (3), and so is 1 other key value;"),
         "{e}"
     );
     std::fs::write(
