@@ -136,6 +136,7 @@ pub struct SyncConfig {
     /// Where each name lives in the file, for [`SyncConfig::check_columns`].
     spans: BTreeMap<String, Range<usize>>,
     source_span: Range<usize>,
+    on_delete_span: Option<Range<usize>>,
     text: String,
 }
 
@@ -470,6 +471,7 @@ impl SyncConfig {
             schedule,
             spans,
             source_span,
+            on_delete_span: raw.on_delete.as_ref().map(Spanned::span),
             text: text.to_string(),
         };
         diags.finish(Some(config))
@@ -531,6 +533,11 @@ impl SyncConfig {
     /// A problem with the key's values, at the line of `key`.
     pub fn key_diagnostic(&self, message: String) -> Diagnostic {
         self.diagnostic(self.spans.get(&self.key[0]).cloned(), message)
+    }
+
+    /// A problem with `on_delete`, at its line (else the destination's).
+    pub fn on_delete_diagnostic(&self, message: String) -> Diagnostic {
+        self.diagnostic(self.on_delete_span.clone(), message)
     }
 
     /// A problem with the source table, at the line of `source`.

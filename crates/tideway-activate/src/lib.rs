@@ -36,6 +36,7 @@ pub mod transform;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use config::OnDelete;
 pub use config::SyncConfig;
 pub use destination::{Destination, DestinationConfig};
 pub use error::{ActivateError, Result};
@@ -74,13 +75,29 @@ impl Project {
             &names,
         );
         match (destinations, syncs, connections) {
-            (Ok(destinations), Ok(syncs), Ok(connections)) => Ok(Project {
-                dir: dir.to_path_buf(),
-                destinations,
-                scripts,
-                syncs,
-                connections,
-            }),
+            (Ok(destinations), Ok(syncs), Ok(connections)) => {
+                let refused: Vec<_> = syncs
+                    .iter()
+                    .filter(|s| s.on_delete == OnDelete::Delete)
+                    .filter_map(|s| {
+                        let why = destinations.get(&s.destination)?.refuses_deletes()?;
+                        Some(s.on_delete_diagnostic(format!(
+                            "`on_delete = \"delete\"`, but the destination `{}` cannot delete: {why}",
+                            s.destination
+                        )))
+                    })
+                    .collect();
+                if !refused.is_empty() {
+                    return Err(tideway_core::config::ConfigErrors(refused).into());
+                }
+                Ok(Project {
+                    dir: dir.to_path_buf(),
+                    destinations,
+                    scripts,
+                    syncs,
+                    connections,
+                })
+            }
             (destinations, syncs, connections) => {
                 let mut problems = Vec::new();
                 if let Err(a) = destinations {

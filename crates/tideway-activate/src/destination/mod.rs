@@ -98,6 +98,20 @@ impl DestinationConfig {
         }
     }
 
+    /// Why this destination cannot delete a record (a sync's `on_delete = "delete"`), or
+    /// `None` when it can.
+    pub fn refuses_deletes(&self) -> Option<&'static str> {
+        match self {
+            DestinationConfig::HubSpot(_) => Some(hubspot::DELETES_REFUSED),
+            DestinationConfig::CustomerIo(_)
+            | DestinationConfig::Kafka(_)
+            | DestinationConfig::Postgres(_)
+            | DestinationConfig::Redis(_)
+            | DestinationConfig::Salesforce(_)
+            | DestinationConfig::Webhook(_) => None,
+        }
+    }
+
     /// The destination `name` of this configuration.
     pub fn build(&self, name: &str) -> Arc<dyn Destination> {
         match self {

@@ -48,7 +48,8 @@
 //! **Deletes** are refused: `POST /crm/v3/objects/contacts/batch/archive` takes HubSpot record
 //! ids, which a sync does not know (the GDPR delete endpoint takes an email but deletes
 //! permanently, one contact per call). Use `on_delete = "ignore"`, `"clear_fields"` (blanks the
-//! synced properties) or `"event:<name>"`.
+//! synced properties) or `"event:<name>"`: a sync to HubSpot with `on_delete = "delete"` is a
+//! configuration error at its `on_delete` line (`DestinationConfig::refuses_deletes`).
 //!
 //! **Answers**: 200/201 deliver every input; 207 Multi-Status rejects the inputs its `errors`
 //! name (by `context.objectWriteTraceId`, which we set to the input's position, or by
@@ -88,6 +89,10 @@ pub const MAX_BATCH_BYTES: usize = 1_000_000;
 pub const DAILY_LIMIT_WAIT: Duration = Duration::from_secs(3600);
 /// HubSpot's burst window, when the answer does not name it.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Why a delete is refused, at compile time and for each row.
+pub const DELETES_REFUSED: &str = "HubSpot deletes (batch archive) need HubSpot record ids, \
+     which this destination does not look up; set the sync's `on_delete` to `ignore`, \
+     `clear_fields` (blanks the synced properties) or `event:<name>`";
 /// The scopes a private app needs for this destination.
 pub const SCOPES: &str = "crm.objects.contacts.write, crm.objects.companies.write (and \
                           crm.objects.contacts.read for the healthcheck)";
@@ -546,12 +551,7 @@ pub fn error_text(body: &str) -> String {
 /// What `event` becomes under `config`; `Err` says why it cannot be sent.
 pub fn plan(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, String> {
     if event.op == Op::Delete {
-        return Err(
-            "HubSpot deletes (batch archive) need HubSpot record ids, which this destination \
-             does not look up; set the sync's `on_delete` to `ignore`, `clear_fields` (blanks \
-             the synced properties) or `event:<name>`"
-                .to_string(),
-        );
+        return Err(DELETES_REFUSED.to_string());
     }
     match event.kind() {
         "identify" => identify(config, event),

@@ -640,3 +640,46 @@ fn limits() {
     assert_eq!(limits.requests_per_second, Some(10.0));
     assert_eq!(limits.concurrency, 4);
 }
+
+#[test]
+fn the_limits_count_calls_over_hubspots_rolling_window() {
+    let limits = build("crm", defaults()).limits();
+    assert_eq!(limits.rate_window, Some(DEFAULT_INTERVAL));
+}
+
+#[test]
+fn a_sync_that_deletes_in_hubspot_is_refused_at_its_on_delete_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        "[destinations.hs]\ntype = \"hubspot\"\naccess_token = \"${HS_TOKEN}\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("syncs")).unwrap();
+    let sync = |on_delete: &str| {
+        std::fs::write(
+            dir.path().join("syncs/leads.toml"),
+            format!(
+                "source = \"marts.leads\"\nkey = \"email\"\ndestination = \"hs\"\ntype = \"identify\"\non_delete = \"{on_delete}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let env = |v: &str| (v == "HS_TOKEN").then(|| "pat-na1-x".to_string());
+    sync("delete");
+    let err = crate::Project::load(dir.path(), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "leads.toml:5:13: `on_delete = \"delete\"`, but the destination `hs` cannot delete: HubSpot deletes (batch archive) need HubSpot record ids"
+        ),
+        "{err}"
+    );
+    sync("clear_fields");
+    let project = crate::Project::load(dir.path(), &env).unwrap();
+    assert_eq!(
+        project.syncs[0].on_delete,
+        crate::config::OnDelete::ClearFields
+    );
+}
