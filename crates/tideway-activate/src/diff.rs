@@ -25,7 +25,7 @@
 //! | present, same hash as the accepted one | rejected or dead (a newer version was refused) | reverted: accepted again, nothing sent |
 //! | gone | accepted | removed |
 //! | gone | never accepted | forgotten (its pending retry is dropped from the state) |
-//! | present or gone | `sending` (a run crashed while delivering it) | sent again: added, changed or removed, whatever its hash |
+//! | present or gone | `sending` (a run crashed while delivering it, and no delivery of it was accepted since) | sent again: added, changed or removed, whatever its hash |
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -691,13 +691,17 @@ impl SyncJob {
             push_problem(&mut report.problems, &key, &message);
             let tries = row.attempts + 1;
             let is_dead = tries >= sync.dead_letter_after as i64;
+            // A row a crashed run was delivering may be at the destination in a version the
+            // state does not know: it stays `sending` until a delivery of it is accepted, so
+            // that its removal, or its return to the accepted version, is still sent.
+            let was_sending = row.old_status.as_deref() == Some(SENDING);
             let mut st = StateRow {
                 key: key.clone(),
                 hash: row.old_hash.clone(),
                 // Null: the accepted version's values stay as the state holds them.
                 payload: None,
                 dead_hash: None,
-                status: "rejected",
+                status: if was_sending { SENDING } else { "rejected" },
                 attempts: tries,
                 message: Some(message.clone()),
                 delete: false,

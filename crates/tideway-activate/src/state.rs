@@ -4,7 +4,8 @@
 //!   retry: `hash` and `payload` of the version the destination last accepted (NULL if never),
 //!   `status` (`accepted`, `rejected`, `dead`, or `sending` while a chunk is being delivered:
 //!   written ahead, so a crash mid-delivery makes the next run send or remove the row again
-//!   even if it was never accepted), `attempts` (refusals since the last
+//!   even if it was never accepted; a refusal keeps it, as the destination may still hold what
+//!   the crashed run sent, until a delivery is accepted), `attempts` (refusals since the last
 //!   acceptance), `dead_hash` (the version dead-lettered: not retried until it changes), the
 //!   last `run` and `message`. Merged by (sync, key) under the Delta transaction
 //!   `sync:<name>`, so the state moves exactly once per committed chunk.
