@@ -8,6 +8,7 @@
 //! key = "user_id"                      # or ["account_id", "user_id"]: unique per row
 //! destination = "customerio"           # a [destinations.NAME] in tideway.toml
 //! type = "identify"                    # identify | track | group
+//! # mode = "upsert"                    # identify, group: upsert | update | insert | mirror
 //! # event = "Lead Scored"              # track: the event name
 //! # user_id = "user_id"                # the column giving userId (default: the key)
 //! # group_id = "account_id"            # group: the column giving groupId (default: the key)
@@ -27,6 +28,13 @@
 //! [schedule]                           # optional: runs by itself in `tideway serve`
 //! interval = "24h"                     # or cron = "0 6 * * *" (+ timezone), after = "marts.lead_score", continuous = true
 //! ```
+//!
+//! `mode` says how an identify or group sync writes the destination's records: `upsert` (the
+//! default) creates or updates; `update` only updates records that exist (a row whose record is
+//! missing is refused, nothing is created); `insert` only creates: new rows go out, changed
+//! rows are recorded and skipped, and a row the destination already holds is refused; `mirror`
+//! upserts and deletes the records of removed rows (`on_delete = "delete"`). The destination
+//! must support the mode (`tideway compile` says which it does).
 //!
 //! Mapped columns go into `traits` (identify, group) or `properties` (track). A renamed
 //! target is a dotted path inside them (`address.city`), or an absolute path into the event
@@ -82,6 +90,37 @@ pub enum Backfill {
     Since(chrono::DateTime<chrono::Utc>),
 }
 
+/// How an identify or group sync writes the destination's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Create or update.
+    #[default]
+    Upsert,
+    /// Update records that exist; never create one.
+    Update,
+    /// Create records for new rows; changed rows are skipped.
+    Insert,
+    /// Upsert, and delete the records of removed rows.
+    Mirror,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Upsert, Mode::Update, Mode::Insert, Mode::Mirror];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Upsert => "upsert",
+            Mode::Update => "update",
+            Mode::Insert => "insert",
+            Mode::Mirror => "mirror",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == text)
+    }
+}
+
 /// What happens when a row that was sent disappears from the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OnDelete {
@@ -115,6 +154,8 @@ pub struct SyncConfig {
     pub key: Vec<String>,
     pub destination: String,
     pub event: EventType,
+    /// How records are written (identify and group syncs).
+    pub mode: Mode,
     /// A `track` sync of an event table: each row's event name comes from this column (and
     /// the column is not sent as a property).
     pub event_column: Option<String>,
@@ -137,6 +178,7 @@ pub struct SyncConfig {
     spans: BTreeMap<String, Range<usize>>,
     source_span: Range<usize>,
     on_delete_span: Option<Range<usize>>,
+    mode_span: Option<Range<usize>>,
     text: String,
 }
 
@@ -148,6 +190,7 @@ struct RawSync {
     destination: Spanned<String>,
     #[serde(rename = "type")]
     kind: Spanned<String>,
+    mode: Option<Spanned<String>>,
     event: Option<Spanned<String>>,
     event_column: Option<Spanned<String>>,
     user_id: Option<Spanned<String>>,
@@ -394,6 +437,44 @@ impl SyncConfig {
                 }
             },
         };
+        let mode = match &raw.mode {
+            None => Mode::Upsert,
+            Some(m) => match (Mode::parse(m.get_ref()), &event) {
+                (Some(_), Some(EventType::Track { .. })) => {
+                    diags.at(
+                        Some(m.span()),
+                        "`mode` says how an identify or group sync writes records; a `track` sync sends events: remove `mode`",
+                    );
+                    Mode::Upsert
+                }
+                (Some(mode), _) => mode,
+                (None, _) => {
+                    diags.at(
+                        Some(m.span()),
+                        format!(
+                            "unknown mode `{}`; use {}",
+                            m.get_ref(),
+                            Mode::ALL.map(|m| format!("`{}`", m.name())).join(", ")
+                        ),
+                    );
+                    Mode::Upsert
+                }
+            },
+        };
+        let on_delete = match (mode, &raw.on_delete) {
+            (Mode::Mirror, None) => OnDelete::Delete,
+            (Mode::Mirror, Some(d)) if on_delete != OnDelete::Delete => {
+                diags.at(
+                    Some(d.span()),
+                    format!(
+                        "`mode = \"mirror\"` deletes the records of removed rows; `on_delete = \"{}\"` says otherwise: remove `on_delete`, or use `mode = \"upsert\"`",
+                        d.get_ref()
+                    ),
+                );
+                on_delete
+            }
+            _ => on_delete,
+        };
         let dead_letter_after = match raw.dead_letter_after {
             Some(n) if *n.get_ref() == 0 => {
                 diags.at(
@@ -455,6 +536,7 @@ impl SyncConfig {
             key,
             destination,
             event: event.unwrap_or(EventType::Identify),
+            mode,
             event_column,
             user_id,
             anonymous_id,
@@ -472,6 +554,7 @@ impl SyncConfig {
             spans,
             source_span,
             on_delete_span: raw.on_delete.as_ref().map(Spanned::span),
+            mode_span: raw.mode.as_ref().map(Spanned::span),
             text: text.to_string(),
         };
         diags.finish(Some(config))
@@ -535,9 +618,17 @@ impl SyncConfig {
         self.diagnostic(self.spans.get(&self.key[0]).cloned(), message)
     }
 
-    /// A problem with `on_delete`, at its line (else the destination's).
+    /// A problem with `on_delete`, at its line (else `mode`'s, else the destination's).
     pub fn on_delete_diagnostic(&self, message: String) -> Diagnostic {
-        self.diagnostic(self.on_delete_span.clone(), message)
+        self.diagnostic(
+            self.on_delete_span.clone().or(self.mode_span.clone()),
+            message,
+        )
+    }
+
+    /// A problem with `mode`, at its line (else the destination's).
+    pub fn mode_diagnostic(&self, message: String) -> Diagnostic {
+        self.diagnostic(self.mode_span.clone(), message)
     }
 
     /// A problem with the source table, at the line of `source`.

@@ -36,8 +36,8 @@ pub mod transform;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use config::OnDelete;
 pub use config::SyncConfig;
+use config::{Mode, OnDelete};
 pub use destination::{Destination, DestinationConfig};
 pub use error::{ActivateError, Result};
 pub use run::{Progress, RunOptions, RunReport, SyncJob};
@@ -78,14 +78,7 @@ impl Project {
             (Ok(destinations), Ok(syncs), Ok(connections)) => {
                 let refused: Vec<_> = syncs
                     .iter()
-                    .filter(|s| s.on_delete == OnDelete::Delete)
-                    .filter_map(|s| {
-                        let why = destinations.get(&s.destination)?.refuses_deletes()?;
-                        Some(s.on_delete_diagnostic(format!(
-                            "`on_delete = \"delete\"`, but the destination `{}` cannot delete: {why}",
-                            s.destination
-                        )))
-                    })
+                    .filter_map(|s| unsupported(s, destinations.get(&s.destination)?))
                     .collect();
                 if !refused.is_empty() {
                     return Err(tideway_core::config::ConfigErrors(refused).into());
@@ -164,6 +157,39 @@ pub fn scripts(dir: &Path) -> Result<Vec<transform::Source>> {
 }
 
 /// The `[collect.sources.NAME]` names written in `text` (core's config checks those tables).
+/// What `sync` asks of `destination` that it cannot do: a mode it does not write with, or a
+/// delete it refuses.
+fn unsupported(
+    sync: &SyncConfig,
+    destination: &DestinationConfig,
+) -> Option<tideway_core::config::Diagnostic> {
+    let modes = destination.modes();
+    if !modes.contains(&sync.mode) {
+        let why = match (sync.mode, destination.refuses_deletes()) {
+            (Mode::Mirror, Some(why)) => format!(" (a mirror deletes: {why})"),
+            _ => String::new(),
+        };
+        return Some(sync.mode_diagnostic(format!(
+            "`mode = \"{}\"`, but the destination `{}` ({}) writes records with mode {}{why}",
+            sync.mode.name(),
+            sync.destination,
+            destination.type_name(),
+            modes
+                .iter()
+                .map(|m| format!("`{}`", m.name()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )));
+    }
+    let why = destination.refuses_deletes()?;
+    (sync.on_delete == OnDelete::Delete).then(|| {
+        sync.on_delete_diagnostic(format!(
+            "`on_delete = \"delete\"`, but the destination `{}` cannot delete: {why}",
+            sync.destination
+        ))
+    })
+}
+
 fn collect_source_names(text: &str) -> Vec<String> {
     toml::from_str::<toml::Table>(text)
         .ok()

@@ -16,7 +16,7 @@ use deltalake::arrow::datatypes::DataType;
 use serde_json::{Map, Value, json};
 use tideway_lake::{Lake, SqlOutput, TableName, Txn};
 
-use crate::config::{Backfill, EventType, Field, OnDelete, SyncConfig};
+use crate::config::{Backfill, EventType, Field, Mode, OnDelete, SyncConfig};
 use crate::delivery::{Delivery, RetryPolicy};
 use crate::destination::{Destination, Op, OutboundEvent, Outcome};
 use crate::diff::{self, Bytes, Text, col};
@@ -480,6 +480,21 @@ impl SyncJob {
                 logs.push(log(Some(&key), "added", "skipped", None, 0, 0, None));
                 continue;
             }
+            if change == Change::Changed && sync.mode == Mode::Insert && !sending {
+                count(counts);
+                counts.skipped += 1;
+                states.push(accepted(&key, row));
+                logs.push(log(
+                    Some(&key),
+                    change.label(),
+                    "skipped",
+                    Some("`mode = \"insert\"` creates records for new rows only".into()),
+                    0,
+                    0,
+                    None,
+                ));
+                continue;
+            }
             match self.event(plan, &key, change, row) {
                 Ok(Some(event)) => {
                     count(counts);
@@ -535,12 +550,7 @@ impl SyncJob {
                         }
                         events.push(OutboundEvent {
                             origin: key.clone(),
-                            op: if *change == Change::Removed && sync.on_delete == OnDelete::Delete
-                            {
-                                Op::Delete
-                            } else {
-                                Op::Upsert
-                            },
+                            op: self.op(*change, &rows[*i]),
                             event: e,
                         });
                         owner.push(n);
@@ -736,6 +746,21 @@ impl SyncJob {
         // what exists, `backfill = "skip_existing"`): the new states are appended.
         let fresh = outgoing.is_empty() && rows.iter().all(|r| r.old_key.is_none());
         self.commit(lake, plan, logs, states, dead, fresh).await
+    }
+
+    /// What the destination is asked to do with the events of a row.
+    fn op(&self, change: Change, row: &DiffRow) -> Op {
+        let sync = &self.config;
+        match (change, &sync.on_delete, sync.mode) {
+            (Change::Removed, OnDelete::Delete, _) => Op::Delete,
+            (Change::Removed, OnDelete::Event(_), _) => Op::Upsert,
+            (_, _, Mode::Update) => Op::Update,
+            // A row a crashed run was inserting may be there already: it is upserted.
+            (Change::Added, _, Mode::Insert) if row.old_status.as_deref() != Some(SENDING) => {
+                Op::Insert
+            }
+            _ => Op::Upsert,
+        }
     }
 
     fn skipped_by_backfill(&self, row: &DiffRow) -> bool {

@@ -26,6 +26,8 @@ pub mod webhook;
 use std::sync::Arc;
 
 use tideway_core::config::Diags;
+
+use crate::config::Mode;
 use toml::Spanned;
 
 /// Every destination type, for messages. Adding a destination: a folder here, a variant of
@@ -112,6 +114,32 @@ impl DestinationConfig {
         }
     }
 
+    /// The object modes (a sync's `mode`) this destination writes records with.
+    pub fn modes(&self) -> &'static [Mode] {
+        match self {
+            DestinationConfig::HubSpot(_) => hubspot::MODES,
+            DestinationConfig::Salesforce(_) => salesforce::MODES,
+            DestinationConfig::CustomerIo(_)
+            | DestinationConfig::Kafka(_)
+            | DestinationConfig::Postgres(_)
+            | DestinationConfig::Redis(_)
+            | DestinationConfig::Webhook(_) => &[Mode::Upsert, Mode::Mirror],
+        }
+    }
+
+    /// The destination type (`hubspot`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DestinationConfig::CustomerIo(_) => "customerio",
+            DestinationConfig::HubSpot(_) => "hubspot",
+            DestinationConfig::Kafka(_) => "kafka",
+            DestinationConfig::Postgres(_) => "postgres",
+            DestinationConfig::Redis(_) => "redis",
+            DestinationConfig::Salesforce(_) => "salesforce",
+            DestinationConfig::Webhook(_) => "webhook",
+        }
+    }
+
     /// The destination `name` of this configuration.
     pub fn build(&self, name: &str) -> Arc<dyn Destination> {
         match self {
@@ -131,8 +159,40 @@ impl DestinationConfig {
 pub enum Op {
     /// Create or update (identify, track, group, an object upsert).
     Upsert,
+    /// Update the record if it exists; never create it (a sync's `mode = "update"`). Only
+    /// destinations whose [`DestinationConfig::modes`] include `update` receive it.
+    Update,
+    /// Create the record; one that exists is refused (a sync's `mode = "insert"`). Only
+    /// destinations whose [`DestinationConfig::modes`] include `insert` receive it.
+    Insert,
     /// The row is gone from the source and the sync's `on_delete = "delete"` says to delete it.
     Delete,
+}
+
+impl Op {
+    /// For a destination that writes by upsert and delete only (its
+    /// [`DestinationConfig::modes`] are `upsert` and `mirror`): why it refuses an insert-only
+    /// or update-only write. A sync's configuration check keeps these from reaching it.
+    pub fn upsert_or_delete(self, kind: &str) -> Result<(), String> {
+        let what = match self {
+            Op::Upsert | Op::Delete => return Ok(()),
+            Op::Insert => "insert-only",
+            Op::Update => "update-only",
+        };
+        Err(format!(
+            "{kind} writes by upsert and delete only, not {what}: set the sync's `mode` to `upsert` or `mirror`"
+        ))
+    }
+
+    /// The op's name in a message (`upsert`, `insert`, `update`, `delete`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
 }
 
 /// One event on its way to a destination: a Segment-shaped message (`type`, `userId`,

@@ -24,6 +24,16 @@
 //!     `"errors": [{"status": "error", "category": "VALIDATION_ERROR", "message", "context":
 //!     {"objectWriteTraceId": [trace], "ids": [id]}}]`; without it the whole batch is refused
 //!     with 400, as HubSpot does.
+//! - `POST /crm/v3/objects/{contacts|companies}/batch/create` with `{"inputs": [{"properties",
+//!   "objectWriteTraceId"?}]}`: creates every record. An input whose unique property (`email`,
+//!   or a unique custom property) names a record that exists, or another input of the batch,
+//!   refuses the whole batch with 409 `{"status": "error", "category": "CONFLICT", "message":
+//!   "Contact already exists. Existing ID: N", "correlationId"}`, nothing stored.
+//! - `POST /crm/v3/objects/{contacts|companies}/batch/update` with `{"inputs": [{"id",
+//!   "idProperty"?, "properties", "objectWriteTraceId"?}]}`: updates the record named by `id`
+//!   (a record id, or the value of `idProperty`, which must be a unique property); creates
+//!   nothing. An input naming no record is an `OBJECT_NOT_FOUND` error (207 with trace ids, as
+//!   above, else 400); the other inputs are stored.
 //! - `POST /events/v3/send` `{"eventName", "email" | "objectId" | "utk", "occurredAt",
 //!   "properties", "uuid"}`: 204; 400 for a name that is not `pe{HubID}_{name}` or no contact.
 //!   An occurrence whose `uuid` was seen before is dropped as a duplicate.
@@ -159,6 +169,20 @@ enum Kind {
 }
 
 impl Kind {
+    fn singular(self) -> &'static str {
+        match self {
+            Kind::Contacts => "contact",
+            Kind::Companies => "company",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Contacts => "Contact",
+            Kind::Companies => "Company",
+        }
+    }
+
     fn type_id(self) -> &'static str {
         match self {
             Kind::Contacts => "0-1",
@@ -287,7 +311,7 @@ pub async fn start(options: FakeOptions) -> std::io::Result<FakeHubSpot> {
     });
     let app = Router::new()
         .route("/crm/v3/objects/contacts", get(list_contacts))
-        .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
+        .route("/crm/v3/objects/{object}/batch/{action}", post(batch))
         .route("/events/v3/send", post(send_event))
         .with_state(shared.clone());
     let (shutdown, stopped) = oneshot::channel::<()>();
@@ -637,15 +661,29 @@ struct Input {
     properties: Map<String, Value>,
 }
 
-async fn batch_upsert(
+/// What a batch call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Upsert,
+    Create,
+    Update,
+}
+
+async fn batch(
     State(shared): State<Arc<Shared>>,
-    Path(object): Path<String>,
+    Path((object, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Some(response) = gate(&shared, &headers) {
         return response;
     }
+    let action = match action.as_str() {
+        "upsert" => Action::Upsert,
+        "create" => Action::Create,
+        "update" => Action::Update,
+        _ => return answer(&shared, StatusCode::NOT_FOUND, None),
+    };
     let kind = match object.as_str() {
         "contacts" | "contact" | "0-1" => Kind::Contacts,
         "companies" | "company" | "0-2" => Kind::Companies,
@@ -689,11 +727,13 @@ async fn batch_upsert(
         let Some(fields) = input.as_object() else {
             return validation_error(&shared, "Invalid input JSON: each input must be an object");
         };
-        let property = fields
-            .get("idProperty")
-            .and_then(Value::as_str)
-            .unwrap_or("hs_object_id");
-        if !shared.unique(kind).contains(property) {
+        let property = match (action, fields.get("idProperty").and_then(Value::as_str)) {
+            (Action::Create, _) => "",
+            (Action::Update, None) => RECORD_ID,
+            (_, property) => property.unwrap_or(RECORD_ID),
+        };
+        let by_record_id = action == Action::Update && property == RECORD_ID;
+        if action != Action::Create && !by_record_id && !shared.unique(kind).contains(property) {
             return validation_error(
                 &shared,
                 format!(
@@ -749,10 +789,65 @@ async fn batch_upsert(
     let id_property = id_property.unwrap_or_else(|| "email".to_string());
 
     // Per-input checks.
-    let problems: Vec<Option<String>> = checked
+    let mut problems: Vec<Option<String>> = checked
         .iter()
-        .map(|input| input_problem(kind, &id_property, input))
+        .map(|input| input_problem(kind, action, &id_property, input))
         .collect();
+    // Which record each input writes: for an update, the one it names (or a problem); for a
+    // create, none, and a conflict refuses the batch.
+    let mut targets: Vec<Option<u64>> = vec![None; checked.len()];
+    let mut missing = vec![false; checked.len()];
+    {
+        let mut store = shared.store();
+        match action {
+            Action::Upsert => {}
+            Action::Update => {
+                for (k, input) in checked.iter().enumerate() {
+                    if problems[k].is_some() {
+                        continue;
+                    }
+                    targets[k] = lookup(table(&mut store, kind), &id_property, &input.id);
+                    if targets[k].is_none() {
+                        missing[k] = true;
+                        problems[k] = Some(format!(
+                            "Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
+                            kind.singular().to_ascii_uppercase()
+                        ));
+                    }
+                }
+            }
+            Action::Create => {
+                let unique = shared.unique(kind);
+                let mut claimed: HashMap<(String, String), u64> = HashMap::new();
+                for input in &checked {
+                    for (name, value) in &input.properties {
+                        let Some(text) = scalar(value).filter(|t| !t.is_empty()) else {
+                            continue;
+                        };
+                        if !unique.contains(name) {
+                            continue;
+                        }
+                        let key = Table::key(name, &text);
+                        let existing = table(&mut store, kind).index.get(&key).copied();
+                        if let Some(id) = existing.or_else(|| claimed.get(&key).copied()) {
+                            let correlation = correlation_id(&mut store);
+                            drop(store);
+                            let message =
+                                format!("{} already exists. Existing ID: {id}", kind.title());
+                            return answer(
+                                &shared,
+                                StatusCode::CONFLICT,
+                                Some(error_body("CONFLICT", message, correlation)),
+                            );
+                        }
+                        // A record created earlier in this batch: its id is not known yet,
+                        // 0 stands for it.
+                        claimed.insert(key, 0);
+                    }
+                }
+            }
+        }
+    }
     let multi_status = !checked.is_empty() && checked.iter().all(|i| i.trace.is_some());
     if !multi_status && let Some(problem) = problems.iter().flatten().next() {
         return validation_error(&shared, problem.clone());
@@ -763,11 +858,16 @@ async fn batch_upsert(
     let mut errors = Vec::new();
     {
         let mut store = shared.store();
-        for (input, problem) in checked.into_iter().zip(problems) {
+        for (k, (input, problem)) in checked.into_iter().zip(problems).enumerate() {
             if let Some(message) = problem {
+                let category = if missing[k] {
+                    "OBJECT_NOT_FOUND"
+                } else {
+                    "VALIDATION_ERROR"
+                };
                 errors.push(json!({
                     "status": "error",
-                    "category": "VALIDATION_ERROR",
+                    "category": category,
                     "message": message,
                     "context": {
                         "objectWriteTraceId": [input.trace.clone().unwrap_or_default()],
@@ -776,7 +876,11 @@ async fn batch_upsert(
                 }));
                 continue;
             }
-            let (id, new, properties) = upsert(&mut store, kind, &id_property, &input, &now);
+            let (id, new, properties) = match action {
+                Action::Upsert => upsert(&mut store, kind, &id_property, &input, &now),
+                Action::Create => write(&mut store, kind, None, None, &input, &now),
+                Action::Update => write(&mut store, kind, targets[k], None, &input, &now),
+            };
             let mut result = json!({
                 "id": id.to_string(),
                 "properties": properties,
@@ -807,11 +911,13 @@ async fn batch_upsert(
 }
 
 /// What HubSpot would refuse in one input, as its error message.
-fn input_problem(kind: Kind, id_property: &str, input: &Input) -> Option<String> {
-    if input.id.trim().is_empty() {
+fn input_problem(kind: Kind, action: Action, id_property: &str, input: &Input) -> Option<String> {
+    if action != Action::Create && input.id.trim().is_empty() {
         return Some(format!("Missing id for idProperty {id_property}"));
     }
-    if let Some(Value::String(value)) = input.properties.get(id_property)
+    if action != Action::Create
+        && id_property != RECORD_ID
+        && let Some(Value::String(value)) = input.properties.get(id_property)
         && !value.is_empty()
         && Table::key(id_property, value) != Table::key(id_property, &input.id)
     {
@@ -822,7 +928,7 @@ fn input_problem(kind: Kind, id_property: &str, input: &Input) -> Option<String>
     }
     if kind == Kind::Contacts {
         let mut emails = vec![];
-        if id_property == "email" {
+        if id_property == "email" && action != Action::Create {
             emails.push(input.id.clone());
         }
         if let Some(Value::String(email)) = input.properties.get("email")
@@ -859,6 +965,34 @@ pub fn is_email(text: &str) -> bool {
         && tld.chars().all(|c| c.is_ascii_alphabetic())
 }
 
+/// The property an update names records by when it gives no `idProperty`: the record id.
+const RECORD_ID: &str = "hs_object_id";
+
+fn table(store: &mut Store, kind: Kind) -> &mut Table {
+    match kind {
+        Kind::Contacts => &mut store.contacts,
+        Kind::Companies => &mut store.companies,
+    }
+}
+
+/// The record whose `property` is `value` (`hs_object_id`: the record id).
+fn lookup(table: &Table, property: &str, value: &str) -> Option<u64> {
+    if property == RECORD_ID {
+        let id = value.trim().parse().ok()?;
+        return table.records.contains_key(&id).then_some(id);
+    }
+    table.index.get(&Table::key(property, value)).copied()
+}
+
+/// A value as the text an index holds.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Creates or updates the record `input` names; `(record id, created, properties)`.
 fn upsert(
     store: &mut Store,
@@ -867,11 +1001,27 @@ fn upsert(
     input: &Input,
     now: &str,
 ) -> (u64, bool, Map<String, Value>) {
-    let key = Table::key(id_property, &input.id);
-    let existing = match kind {
-        Kind::Contacts => store.contacts.index.get(&key).copied(),
-        Kind::Companies => store.companies.index.get(&key).copied(),
-    };
+    let existing = lookup(table(store, kind), id_property, &input.id);
+    write(
+        store,
+        kind,
+        existing,
+        Some((id_property, &input.id)),
+        input,
+        now,
+    )
+}
+
+/// Writes `input`'s properties into the record `existing`, or a new one (given `named`, the
+/// unique property and value it was named by); `(record id, created, properties)`.
+fn write(
+    store: &mut Store,
+    kind: Kind,
+    existing: Option<u64>,
+    named: Option<(&str, &str)>,
+    input: &Input,
+    now: &str,
+) -> (u64, bool, Map<String, Value>) {
     let (id, new) = match existing {
         Some(id) => (id, false),
         None => {
@@ -880,13 +1030,12 @@ fn upsert(
             (id, true)
         }
     };
-    let table = match kind {
-        Kind::Contacts => &mut store.contacts,
-        Kind::Companies => &mut store.companies,
-    };
+    let table = table(store, kind);
     let record = table.records.entry(id).or_default();
     if new {
-        record.insert(id_property.to_string(), Value::String(input.id.clone()));
+        if let Some((property, value)) = named {
+            record.insert(property.to_string(), Value::String(value.to_string()));
+        }
         table.created_at.insert(id, now.to_string());
     }
     for (name, value) in &input.properties {
@@ -900,14 +1049,13 @@ fn upsert(
     // Keep the unique-property index current.
     table.index.retain(|_, v| *v != id);
     for (name, value) in &properties {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => continue,
-        };
-        table.index.insert(Table::key(name, &text), id);
+        if let Some(text) = scalar(value) {
+            table.index.insert(Table::key(name, &text), id);
+        }
     }
-    table.index.insert(key, id);
+    if let Some((property, value)) = named {
+        table.index.insert(Table::key(property, value), id);
+    }
     (id, new, properties)
 }
 

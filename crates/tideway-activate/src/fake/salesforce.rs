@@ -14,6 +14,7 @@
 //!   `[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]`.
 //! - `PATCH /services/data/vXX.X/composite/sobjects/{Object}/{ExternalIdField}` (upsert),
 //!   `PATCH /services/data/vXX.X/composite/sobjects` (update by `id`),
+//!   `POST /services/data/vXX.X/composite/sobjects` (create),
 //!   `DELETE /services/data/vXX.X/composite/sobjects?ids=...`: 200 with one result per record,
 //!   in order, `{"id", "success", "errors": [{"statusCode", "message", "fields"}]}` (`created`
 //!   for upserts); `allOrNone: true` rolls back on any error. More than 200 records: 400.
@@ -30,7 +31,9 @@
 //!
 //! Records are validated as Salesforce does: a field the object does not have is
 //! `INVALID_FIELD`, a required field missing on create (or cleared) is
-//! `REQUIRED_FIELD_MISSING`, an `Email` without `@` is `INVALID_EMAIL_ADDRESS`, an Id of the
+//! `REQUIRED_FIELD_MISSING`, a created record holding the value of an External ID field that
+//! another record holds is `DUPLICATE_VALUE` (the fake's External ID fields are all marked
+//! Unique), an `Email` without `@` is `INVALID_EMAIL_ADDRESS`, an Id of the
 //! wrong shape is `MALFORMED_ID`, an Id that names nothing is `INVALID_CROSS_REFERENCE_KEY`
 //! (`ENTITY_IS_DELETED` once deleted). The status codes are Salesforce's; the messages are
 //! close to Salesforce's but not promised word for word. Unlike the fake, Salesforce may refuse
@@ -227,6 +230,8 @@ fn record_error(code: &'static str, message: impl Into<String>, fields: &[&str])
 enum Lookup {
     Id(String),
     External(String, String),
+    /// None: the record is created.
+    Create,
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +318,7 @@ pub async fn start(options: FakeOptions) -> std::io::Result<FakeSalesforce> {
         .route(&format!("{data}/limits/"), get(limits))
         .route(
             &format!("{data}/composite/sobjects"),
-            patch(update).delete(delete_ids),
+            patch(update).delete(delete_ids).post(create),
         )
         .route(
             &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
@@ -624,6 +629,7 @@ impl Store {
                 }
                 Some(id)
             }
+            Lookup::Create => None,
             Lookup::External(field, value) => {
                 let matches: Vec<&String> = records
                     .iter()
@@ -682,6 +688,25 @@ impl Store {
                 format!("Required fields are missing: [{}]", missing.join(", ")),
                 &missing,
             ));
+        }
+        if existing.is_none() {
+            for field in &schema.external_ids {
+                let Some(value) = record.get(field).map(text).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                if let Some((other, _)) = records
+                    .iter()
+                    .find(|(_, r)| r.get(field).is_some_and(|v| text(v) == value))
+                {
+                    return Err(record_error(
+                        "DUPLICATE_VALUE",
+                        format!(
+                            "duplicate value found: {field} duplicates value on record with id: {other}"
+                        ),
+                        &[field],
+                    ));
+                }
+            }
         }
         let created = existing.is_none();
         let id = match existing {
@@ -1117,6 +1142,37 @@ async fn update(
     with_usage(&shared, axum::Json(answer).into_response())
 }
 
+async fn create(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    gated!(shared, method, uri, headers, body);
+    let (all_or_none, records) = match collection_records(&body) {
+        Ok(r) => r,
+        Err(refused) => return with_usage(&shared, *refused),
+    };
+    let mut store = shared.store();
+    let answer = apply_all(&mut store, &records, all_or_none, false, |store, record| {
+        if record
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case("id")))
+        {
+            return Err(record_error(
+                "INVALID_FIELD",
+                "cannot specify Id in an insert call",
+                &["Id"],
+            ));
+        }
+        let (object, fields) = record_fields(record, None)?;
+        store.write(&object, Lookup::Create, &fields, false)
+    });
+    drop(store);
+    with_usage(&shared, axum::Json(answer).into_response())
+}
+
 async fn delete_ids(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
@@ -1470,20 +1526,25 @@ fn process(store: &mut Store, job: &mut Job) {
         "upsert" => job.external_id_field.clone().unwrap_or_default(),
         _ => "Id".to_string(),
     };
-    let Some(key) = header
+    // An insert names no record: every column is a field.
+    let key = match header
         .iter()
         .position(|h| h.eq_ignore_ascii_case(&key_column))
-    else {
-        job.state = "Failed".into();
-        job.error_message = Some(format!(
-            "InvalidBatch : Field name not found : {key_column}"
-        ));
-        return;
+    {
+        Some(key) => Some(key),
+        None if job.operation == "insert" => None,
+        None => {
+            job.state = "Failed".into();
+            job.error_message = Some(format!(
+                "InvalidBatch : Field name not found : {key_column}"
+            ));
+            return;
+        }
     };
     for row in rows {
         let mut fields = Map::new();
         for (i, cell) in row.iter().enumerate() {
-            if i == key || cell.is_empty() {
+            if Some(i) == key || cell.is_empty() {
                 continue;
             }
             let value = if cell == "#N/A" {
@@ -1493,7 +1554,7 @@ fn process(store: &mut Store, job: &mut Job) {
             };
             fields.insert(header[i].clone(), value);
         }
-        let key_value = row.get(key).cloned().unwrap_or_default();
+        let key_value = key.and_then(|k| row.get(k).cloned()).unwrap_or_default();
         let result = match job.operation.as_str() {
             "upsert" if key_value.is_empty() => Err(record_error(
                 "REQUIRED_FIELD_MISSING",
@@ -1507,14 +1568,12 @@ fn process(store: &mut Store, job: &mut Job) {
                 false,
             ),
             "update" => store.write(&job.object, Lookup::Id(key_value), &fields, true),
-            "insert" => {
-                let mut all = fields.clone();
-                if !key_value.is_empty() {
-                    all.insert(header[key].clone(), Value::String(key_value));
-                }
-                let id = store.new_id(&job.object);
-                store.write(&job.object, Lookup::External("Id".into(), id), &all, false)
-            }
+            "insert" if key.is_some() => Err(record_error(
+                "INVALID_FIELD",
+                "cannot specify Id in an insert call",
+                &["Id"],
+            )),
+            "insert" => store.write(&job.object, Lookup::Create, &fields, false),
             _ => match full_id(&key_value).filter(|id| store.object_of(id).is_some()) {
                 Some(id) => {
                     let object = job.object.clone();

@@ -6,6 +6,7 @@ mod conformance;
 mod forward;
 mod golden;
 mod kafka;
+mod modes;
 mod postgres;
 mod properties;
 mod redis;

@@ -53,10 +53,24 @@ impl Destination for Recorder {
         batch
             .iter()
             .map(|e| {
+                let held = self.holds.lock().unwrap().contains_key(&e.origin);
                 if refuse.contains(&e.origin) {
                     Outcome::Rejected(DeliveryError::refused(
                         Some(400),
                         format!("key {} refused by the test", e.origin),
+                    ))
+                } else if e.op == Op::Insert && held {
+                    Outcome::Rejected(DeliveryError::refused(
+                        Some(409),
+                        format!("key {} exists: an insert cannot create it", e.origin),
+                    ))
+                } else if e.op == Op::Update && !held {
+                    Outcome::Rejected(DeliveryError::refused(
+                        Some(404),
+                        format!(
+                            "key {} does not exist: an update cannot create it",
+                            e.origin
+                        ),
                     ))
                 } else if fail.contains(&e.origin) {
                     Outcome::Retry {
@@ -70,7 +84,7 @@ impl Destination for Recorder {
                         Op::Delete => {
                             holds.remove(&e.origin);
                         }
-                        Op::Upsert => {
+                        Op::Upsert | Op::Insert | Op::Update => {
                             holds.insert(e.origin.clone(), e.event.clone());
                         }
                     }

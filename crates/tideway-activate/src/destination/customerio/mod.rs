@@ -352,6 +352,7 @@ fn item_error_message(error: &Value) -> String {
 /// What `event` becomes for `api`; `Err` says why it cannot be sent.
 pub fn plan(api: ApiVersion, object_type_id: &str, event: &OutboundEvent) -> Result<Call, String> {
     let kind = event.kind();
+    event.op.upsert_or_delete("customerio")?;
     if event.op == Op::Delete {
         return delete(api, object_type_id, event);
     }

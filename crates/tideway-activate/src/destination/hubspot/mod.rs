@@ -12,6 +12,8 @@
 //! |----------------------|--------------------------------------------------------------------------|
 //! | `identify`           | `POST /crm/v3/objects/contacts/batch/upsert`, one input per event         |
 //! | `group`              | `POST /crm/v3/objects/companies/batch/upsert`, one input per event        |
+//! | `Op::Update` (a sync's `mode = "update"`) | `.../batch/update`: the record named by the id property, never created |
+//! | `Op::Insert` (`mode = "insert"`) | `.../batch/create`: a 409 `CONFLICT` for a record that exists |
 //! | `track`              | `POST /events/v3/send`, one request per event                             |
 //! | any, `Op::Delete`    | refused: see below                                                       |
 //!
@@ -19,7 +21,11 @@
 //! named by `contact_id_property` (default `email`): its value is `traits.<property>`, else (for
 //! `email`) a `userId` that is an email address, else (for a custom property) the `userId`. The
 //! company is named by `company_id_property` (default `domain`): `traits.<property>`, else the
-//! `groupId`. The id is also written into `properties`, so a new record gets it.
+//! `groupId`. The id is also written into `properties`, so a new record gets it. An update input
+//! has the same shape (`batch/update` takes `idProperty` for a unique property); a create input
+//! is `{"objectWriteTraceId", "properties"}`. HubSpot answers a create of a record that exists
+//! (its email or other unique property taken) with 409 for the whole batch: the delivery loop
+//! splits it down to that record, which is refused.
 //!
 //! **Properties** (traits of an identify or group, properties of a track) follow one rule, so a
 //! column always lands in the same HubSpot property:
@@ -67,6 +73,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Map, Value, json};
 use tideway_core::config::Secret;
 
+use crate::config::Mode;
 use crate::destination::http::{self, Answer, Client};
 use crate::destination::{BatchLimits, DeliveryError, Destination, Op, OutboundEvent, Outcome};
 
@@ -93,6 +100,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DELETES_REFUSED: &str = "HubSpot deletes (batch archive) need HubSpot record ids, \
      which this destination does not look up; set the sync's `on_delete` to `ignore`, \
      `clear_fields` (blanks the synced properties) or `event:<name>`";
+/// The sync modes HubSpot writes records with (a mirror deletes: see [`DELETES_REFUSED`]).
+pub const MODES: &[Mode] = &[Mode::Upsert, Mode::Update, Mode::Insert];
 /// The scopes a private app needs for this destination.
 pub const SCOPES: &str = "crm.objects.contacts.write, crm.objects.companies.write (and \
                           crm.objects.contacts.read for the healthcheck)";
@@ -147,11 +156,6 @@ impl Object {
         }
     }
 
-    /// `POST` this to upsert a batch.
-    pub fn upsert_path(self) -> String {
-        format!("/crm/v3/objects/{}/batch/upsert", self.as_str())
-    }
-
     fn singular(self) -> &'static str {
         match self {
             Object::Contacts => "contact",
@@ -160,12 +164,37 @@ impl Object {
     }
 }
 
+/// The batch call a record goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Write {
+    Upsert,
+    Create,
+    Update,
+}
+
+impl Write {
+    /// The batch endpoint of `object` (`POST`).
+    pub fn path(self, object: Object) -> String {
+        let action = match self {
+            Write::Upsert => "upsert",
+            Write::Create => "create",
+            Write::Update => "update",
+        };
+        format!("/crm/v3/objects/{}/batch/{action}", object.as_str())
+    }
+}
+
 /// What one event becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    /// An input of a batch upsert: `{"idProperty", "id", "properties"}` (the position in the
-    /// request, `objectWriteTraceId`, is added when the batch is sent).
-    Upsert { object: Object, input: Value },
+    /// An input of a batch write: `{"idProperty", "id", "properties"}` (a create sends only
+    /// `properties`; the position in the request, `objectWriteTraceId`, is added when the
+    /// batch is sent).
+    Batch {
+        object: Object,
+        write: Write,
+        input: Value,
+    },
     /// A custom event occurrence, `POST /events/v3/send` on its own.
     Event(Value),
 }
@@ -196,13 +225,13 @@ impl HubSpot {
         }
     }
 
-    async fn send_upserts(&self, object: Object, inputs: Vec<Value>) -> Vec<Outcome> {
+    async fn send_batch(&self, object: Object, write: Write, inputs: Vec<Value>) -> Vec<Outcome> {
         let ids: Vec<String> = inputs
             .iter()
             .map(|i| i["id"].as_str().unwrap_or_default().to_string())
             .collect();
-        let body = upsert_body(inputs).to_string();
-        let request = self.request(Method::POST, &object.upsert_path(), &body);
+        let body = batch_body(write, inputs).to_string();
+        let request = self.request(Method::POST, &write.path(object), &body);
         match self.client.send(request, &body).await {
             Ok(answer) => batch_outcomes(&answer, object, &ids),
             Err(error) => Outcome::Retry { after: None, error }.all(ids.len()),
@@ -242,18 +271,25 @@ impl Destination for HubSpot {
 
     async fn deliver(&self, batch: &[OutboundEvent]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-        let mut contacts = (Vec::new(), Vec::new());
-        let mut companies = (Vec::new(), Vec::new());
+        // Inputs and their positions per batch call, in the order calls first appear.
+        let mut calls: Vec<((Object, Write), Vec<Value>, Vec<usize>)> = Vec::new();
         let mut events = Vec::new();
         for (i, event) in batch.iter().enumerate() {
             match self.plan(event) {
-                Ok(Call::Upsert { object, input }) => {
-                    let (inputs, positions) = match object {
-                        Object::Contacts => &mut contacts,
-                        Object::Companies => &mut companies,
+                Ok(Call::Batch {
+                    object,
+                    write,
+                    input,
+                }) => {
+                    let at = match calls.iter().position(|(c, ..)| *c == (object, write)) {
+                        Some(at) => at,
+                        None => {
+                            calls.push(((object, write), Vec::new(), Vec::new()));
+                            calls.len() - 1
+                        }
                     };
-                    inputs.push(input);
-                    positions.push(i);
+                    calls[at].1.push(input);
+                    calls[at].2.push(i);
                 }
                 Ok(Call::Event(occurrence)) => events.push((i, occurrence)),
                 Err(message) => {
@@ -261,16 +297,14 @@ impl Destination for HubSpot {
                 }
             }
         }
-        for (object, (inputs, positions)) in
-            [(Object::Contacts, contacts), (Object::Companies, companies)]
-        {
+        for ((object, write), inputs, positions) in calls {
             // The delivery loop sends at most `max_events` events; stay under the API's limit
             // even if it is configured otherwise.
             for (inputs, positions) in inputs
                 .chunks(MAX_BATCH_INPUTS)
                 .zip(positions.chunks(MAX_BATCH_INPUTS))
             {
-                let answers = self.send_upserts(object, inputs.to_vec()).await;
+                let answers = self.send_batch(object, write, inputs.to_vec()).await;
                 for (k, outcome) in answers.into_iter().enumerate() {
                     outcomes[positions[k]] = Some(outcome);
                 }
@@ -300,13 +334,20 @@ impl Destination for HubSpot {
     }
 }
 
-/// The body of a batch upsert: `{"inputs": [...]}`, each input given its position in the
-/// request as `objectWriteTraceId`, so that a 207's errors can be mapped back to it.
-pub fn upsert_body(inputs: Vec<Value>) -> Value {
+/// The body of a batch write: `{"inputs": [...]}`, each input given its position in the
+/// request as `objectWriteTraceId`, so that a 207's errors can be mapped back to it. A create
+/// names no record: its inputs lose `idProperty` and `id` (the id is in `properties`).
+pub fn batch_body(write: Write, inputs: Vec<Value>) -> Value {
     let inputs: Vec<Value> = inputs
         .into_iter()
         .enumerate()
         .map(|(k, mut input)| {
+            if write == Write::Create
+                && let Some(fields) = input.as_object_mut()
+            {
+                fields.remove("idProperty");
+                fields.remove("id");
+            }
             input["objectWriteTraceId"] = k.to_string().into();
             input
         })
@@ -438,8 +479,8 @@ fn batch_outcomes(answer: &Answer, object: Object, ids: &[String]) -> Vec<Outcom
             }
             outcomes
         }
-        400 => Outcome::Rejected(DeliveryError::refused(
-            Some(400),
+        400 | 409 => Outcome::Rejected(DeliveryError::refused(
+            Some(status),
             format!(
                 "HubSpot refused the whole batch of {}: {}",
                 object.as_str(),
@@ -553,9 +594,14 @@ pub fn plan(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, Strin
     if event.op == Op::Delete {
         return Err(DELETES_REFUSED.to_string());
     }
+    let write = match event.op {
+        Op::Upsert | Op::Delete => Write::Upsert,
+        Op::Insert => Write::Create,
+        Op::Update => Write::Update,
+    };
     match event.kind() {
-        "identify" => identify(config, event),
-        "group" => group(config, event),
+        "identify" => identify(config, event, write),
+        "group" => group(config, event, write),
         "track" => track(config, event),
         "" => Err("the event has no `type`; known types: identify, group, track".to_string()),
         other => Err(format!(
@@ -564,7 +610,7 @@ pub fn plan(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, Strin
     }
 }
 
-fn identify(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, String> {
+fn identify(config: &HubSpotConfig, event: &OutboundEvent, write: Write) -> Result<Call, String> {
     let id_property = config.contact_id_property.as_str();
     let mut properties = properties(event, "traits")?;
     let id = match properties.get(id_property).and_then(scalar_text) {
@@ -582,13 +628,14 @@ fn identify(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, Strin
         }
     })?;
     properties.insert(id_property.to_string(), Value::String(id.clone()));
-    Ok(Call::Upsert {
+    Ok(Call::Batch {
         object: Object::Contacts,
+        write,
         input: json!({ "idProperty": id_property, "id": id, "properties": properties }),
     })
 }
 
-fn group(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, String> {
+fn group(config: &HubSpotConfig, event: &OutboundEvent, write: Write) -> Result<Call, String> {
     let id_property = config.company_id_property.as_str();
     let mut properties = properties(event, "traits")?;
     let id = properties
@@ -599,8 +646,9 @@ fn group(config: &HubSpotConfig, event: &OutboundEvent) -> Result<Call, String> 
             format!("a group needs `traits.{id_property}` or a `groupId` to name the company")
         })?;
     properties.insert(id_property.to_string(), Value::String(id.clone()));
-    Ok(Call::Upsert {
+    Ok(Call::Batch {
         object: Object::Companies,
+        write,
         input: json!({ "idProperty": id_property, "id": id, "properties": properties }),
     })
 }

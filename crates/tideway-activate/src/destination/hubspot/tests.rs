@@ -74,7 +74,11 @@ fn track_signup() -> OutboundEvent {
 
 fn input(call: Result<Call, String>) -> (Object, Value) {
     match call {
-        Ok(Call::Upsert { object, input }) => (object, input),
+        Ok(Call::Batch {
+            object,
+            write: Write::Upsert,
+            input,
+        }) => (object, input),
         other => panic!("expected an upsert input, got {other:?}"),
     }
 }
@@ -90,11 +94,11 @@ fn identify_becomes_a_contact_upsert_by_email() {
     let (object, one) = input(plan(&defaults(), &identify_jane()));
     assert_eq!(object, Object::Contacts);
     assert_eq!(
-        object.upsert_path(),
+        Write::Upsert.path(object),
         "/crm/v3/objects/contacts/batch/upsert"
     );
     assert_eq!(
-        upsert_body(vec![one]),
+        batch_body(Write::Upsert, vec![one]),
         json!({
             "inputs": [{
                 "idProperty": "email",
@@ -145,11 +149,11 @@ fn group_becomes_a_company_upsert() {
     let (object, one) = input(plan(&defaults(), &group_acme()));
     assert_eq!(object, Object::Companies);
     assert_eq!(
-        object.upsert_path(),
+        Write::Upsert.path(object),
         "/crm/v3/objects/companies/batch/upsert"
     );
     assert_eq!(
-        upsert_body(vec![one]),
+        batch_body(Write::Upsert, vec![one]),
         json!({
             "inputs": [{
                 "idProperty": "domain",
@@ -682,4 +686,94 @@ fn a_sync_that_deletes_in_hubspot_is_refused_at_its_on_delete_line() {
         project.syncs[0].on_delete,
         crate::config::OnDelete::ClearFields
     );
+}
+
+// Batch update: https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/contacts/batch/update-contacts
+// (`{"inputs": [{"id", "idProperty", "properties", "objectWriteTraceId"}]}`, `idProperty` a
+// unique property); batch create: `.../batch/create-contacts` (`{"inputs": [{"properties",
+// "objectWriteTraceId", "associations"}]}`, no id).
+#[test]
+fn update_and_insert_become_batch_update_and_batch_create() {
+    let mut e = identify_jane();
+    e.op = Op::Update;
+    let Ok(Call::Batch {
+        object,
+        write,
+        input,
+    }) = plan(&defaults(), &e)
+    else {
+        panic!("an update is a batch input")
+    };
+    assert_eq!(write, Write::Update);
+    assert_eq!(write.path(object), "/crm/v3/objects/contacts/batch/update");
+    let body = batch_body(write, vec![input]);
+    assert_eq!(body["inputs"][0]["idProperty"], "email");
+    assert_eq!(body["inputs"][0]["id"], "jane@example.com");
+    assert_eq!(body["inputs"][0]["properties"]["firstname"], "Jane");
+
+    e.op = Op::Insert;
+    let Ok(Call::Batch {
+        object,
+        write,
+        input,
+    }) = plan(&defaults(), &e)
+    else {
+        panic!("an insert is a batch input")
+    };
+    assert_eq!(write.path(object), "/crm/v3/objects/contacts/batch/create");
+    let body = batch_body(write, vec![input]);
+    let keys: Vec<&String> = body["inputs"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["objectWriteTraceId", "properties"]);
+    assert_eq!(
+        body["inputs"][0]["properties"]["email"], "jane@example.com",
+        "the record's unique property is one of its properties"
+    );
+    // A group in update mode updates the company.
+    let mut g = group_acme();
+    g.op = Op::Update;
+    let Ok(Call::Batch { object, write, .. }) = plan(&defaults(), &g) else {
+        panic!("a group is a batch input")
+    };
+    assert_eq!(write.path(object), "/crm/v3/objects/companies/batch/update");
+}
+
+#[test]
+fn modes_hubspot_cannot_write_are_refused_at_the_mode_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        "[destinations.hs]\ntype = \"hubspot\"\naccess_token = \"${HS_TOKEN}\"\n\n[destinations.cio]\ntype = \"customerio\"\nsite_id = \"s\"\napi_key = \"${CIO_KEY}\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("syncs")).unwrap();
+    let sync = |destination: &str, mode: &str| {
+        std::fs::write(
+            dir.path().join("syncs/leads.toml"),
+            format!(
+                "source = \"marts.leads\"\nkey = \"email\"\ndestination = \"{destination}\"\ntype = \"identify\"\nmode = \"{mode}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let env = |v: &str| match v {
+        "HS_TOKEN" => Some("pat-na1-x".to_string()),
+        "CIO_KEY" => Some("k".to_string()),
+        _ => None,
+    };
+    let load = || crate::Project::load(dir.path(), &env);
+    sync("hs", "mirror");
+    let err = load().unwrap_err().to_string();
+    assert!(
+        err.contains("leads.toml:5:8: `mode = \"mirror\"`, but the destination `hs` (hubspot) writes records with mode `upsert`, `update`, `insert` (a mirror deletes: HubSpot deletes"),
+        "{err}"
+    );
+    sync("cio", "update");
+    let err = load().unwrap_err().to_string();
+    assert!(
+        err.contains("`mode = \"update\"`, but the destination `cio` (customerio) writes records with mode `upsert`, `mirror`"),
+        "{err}"
+    );
+    sync("hs", "insert");
+    let project = load().unwrap();
+    assert_eq!(project.syncs[0].mode, crate::config::Mode::Insert);
 }

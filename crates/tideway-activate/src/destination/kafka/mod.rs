@@ -158,8 +158,8 @@ impl Kafka {
         if event.op == Op::Delete {
             headers.push(("op", "delete".to_string()));
         }
+        event.op.upsert_or_delete("kafka")?;
         let value = match event.op {
-            Op::Upsert => Some(serde_json::to_vec(&event.event)),
             // A tombstone.
             Op::Delete if key.is_some() => None,
             Op::Delete => {
@@ -169,6 +169,7 @@ impl Kafka {
                 }
                 Some(serde_json::to_vec(&marked))
             }
+            Op::Upsert | Op::Insert | Op::Update => Some(serde_json::to_vec(&event.event)),
         };
         let value = value
             .transpose()

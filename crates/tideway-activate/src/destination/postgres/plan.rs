@@ -514,12 +514,13 @@ fn action<'a>(
         known.insert(MESSAGE_ID_COLUMN.to_string(), PgType::text());
         known.insert(UPDATED_AT_COLUMN.to_string(), PgType::timestamptz());
     }
+    event.op.upsert_or_delete("postgres")?;
     Ok(match event.op {
-        Op::Upsert => Action::Upsert {
+        Op::Delete => Action::Delete { key },
+        Op::Upsert | Op::Insert | Op::Update => Action::Upsert {
             key,
             fields: values,
         },
-        Op::Delete => Action::Delete { key },
     })
 }
 

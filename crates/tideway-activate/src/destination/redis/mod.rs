@@ -522,6 +522,7 @@ impl Destination for Redis {
 /// The commands `event` becomes under `config`; `Err` says why it cannot be written.
 pub fn plan(config: &RedisConfig, event: &OutboundEvent) -> Result<Vec<Command>, String> {
     let key = config.key.render(&event.event)?;
+    event.op.upsert_or_delete("redis")?;
     if event.op == Op::Delete && matches!(config.mode, Mode::Hash | Mode::String) {
         return Ok(vec![Command::new("DEL", &key)]);
     }
@@ -544,11 +545,10 @@ pub fn plan(config: &RedisConfig, event: &OutboundEvent) -> Result<Vec<Command>,
             if let Some(id) = event.id_field("messageId") {
                 xadd = xadd.arg("messageId").arg(id);
             }
-            let op = match event.op {
-                Op::Upsert => "upsert",
-                Op::Delete => "delete",
-            };
-            vec![xadd.arg(&["op", op, "event"]).arg(event_json(event))]
+            vec![
+                xadd.arg(&["op", event.op.name(), "event"])
+                    .arg(event_json(event)),
+            ]
         }
     };
     if let Some(ttl) = config.ttl {

@@ -26,6 +26,7 @@
 //! | `group`                        | upsert of `group_object` (default Account) keyed by `group_external_id_field` = `groupId` |
 //! | with `context.externalId` `[{type: "Salesforce-<Object>", id, identifierType}]` | that object, keyed by `identifierType` (`Id` or an external id field) = `id` |
 //! | key field `Id`                 | update by Salesforce Id (sObject Collections update, Bulk `update`)           |
+//! | `Op::Insert` (a sync's `mode = "insert"`) | create (sObject Collections create, Bulk `insert`) with the external id field set; a record that holds the value already is refused (`DUPLICATE_VALUE`) |
 //! | `Op::Delete`                   | delete by Id (collections), or by external id (one request each)            |
 //!
 //! `traits` become fields, names as written (custom fields end in `__c`); `null` clears a field.
@@ -55,6 +56,7 @@ use tideway_core::Fault;
 use tideway_core::config::Secret;
 use tokio::sync::Mutex;
 
+use crate::config::Mode;
 use crate::destination::http::{self, Answer, Client};
 use crate::destination::{BatchLimits, DeliveryError, Destination, Op, OutboundEvent, Outcome};
 
@@ -67,6 +69,9 @@ pub use config::{
     DEFAULT_REQUESTS_PER_SECOND, EXAMPLE, SalesforceConfig, is_api_name,
 };
 
+/// The sync modes Salesforce writes records with. An update-only write by external id would
+/// need the records' Ids looked up first (a SOQL query), which this destination does not do.
+pub const MODES: &[Mode] = &[Mode::Upsert, Mode::Insert, Mode::Mirror];
 /// Records per sObject Collections call ("The list can contain up to 200 objects").
 pub const MAX_COLLECTION_RECORDS: usize = 200;
 /// Events per call of the destination (one Bulk API 2.0 job at most).
@@ -150,6 +155,11 @@ pub enum Write {
         key: Key,
         fields: Map<String, Value>,
     },
+    /// Create the record, its key field set to the key's value.
+    Insert {
+        key: Key,
+        fields: Map<String, Value>,
+    },
     /// Delete the record.
     Delete { key: Key },
 }
@@ -157,7 +167,25 @@ pub enum Write {
 impl Write {
     pub fn key(&self) -> &Key {
         match self {
-            Write::Upsert { key, .. } | Write::Delete { key } => key,
+            Write::Upsert { key, .. } | Write::Insert { key, .. } | Write::Delete { key } => key,
+        }
+    }
+
+    /// The fields written (none for a delete).
+    pub fn fields(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Write::Upsert { fields, .. } | Write::Insert { fields, .. } => Some(fields),
+            Write::Delete { .. } => None,
+        }
+    }
+
+    /// The Bulk API 2.0 operation of a lane of these writes.
+    fn operation(&self) -> &'static str {
+        match self {
+            Write::Upsert { key, .. } if key.by_id() => "update",
+            Write::Upsert { .. } => "upsert",
+            Write::Insert { .. } => "insert",
+            Write::Delete { .. } => "delete",
         }
     }
 }
@@ -452,6 +480,20 @@ impl Salesforce {
         }
     }
 
+    /// Creates at most 200 records of one lane (`POST /composite/sobjects`).
+    async fn collection_create(&self, writes: &[&Write]) -> Vec<Outcome> {
+        let n = writes.len();
+        let body = collection_upsert_body(writes).to_string();
+        let path = self.data_path("/composite/sobjects");
+        match self.call(Method::POST, &path, Body::Json(&body)).await {
+            Ok(answer) => self
+                .failure(&answer)
+                .map(|o| o.all(n))
+                .unwrap_or_else(|| record_outcomes(&answer, writes, false)),
+            Err(error) => failed(error).all(n),
+        }
+    }
+
     /// Deletes at most 200 records by Id.
     async fn collection_delete(&self, writes: &[&Write]) -> Vec<Outcome> {
         let ids = writes
@@ -490,8 +532,7 @@ impl Salesforce {
     /// Upserts (or updates) one lane's records as one Bulk API 2.0 job.
     async fn bulk_write(&self, writes: &[&Write]) -> Vec<Outcome> {
         let n = writes.len();
-        let key = writes[0].key();
-        let job_body = bulk_job_body(key).to_string();
+        let job_body = bulk_job_body(writes[0]).to_string();
         let created = match self
             .call(
                 Method::POST,
@@ -742,8 +783,17 @@ impl Destination for Salesforce {
             let lane: Vec<&Write> = wave.iter().map(|&k| &writes[k].1).collect();
             let positions: Vec<usize> = wave.iter().map(|&k| writes[k].0).collect();
             let results = match lane[0] {
-                Write::Upsert { .. } if lane.len() > self.config.bulk_threshold => {
+                Write::Upsert { .. } | Write::Insert { .. }
+                    if lane.len() > self.config.bulk_threshold =>
+                {
                     self.bulk_write(&lane).await
+                }
+                Write::Insert { .. } => {
+                    let mut results = Vec::with_capacity(lane.len());
+                    for chunk in lane.chunks(MAX_COLLECTION_RECORDS) {
+                        results.extend(self.collection_create(chunk).await);
+                    }
+                    results
                 }
                 Write::Upsert { .. } => {
                     let mut results = Vec::with_capacity(lane.len());
@@ -846,8 +896,23 @@ pub fn plan(config: &SalesforceConfig, event: &OutboundEvent) -> Result<Write, S
             }
         ));
     }
-    if event.op == Op::Delete {
-        return Ok(Write::Delete { key });
+    match event.op {
+        Op::Delete => return Ok(Write::Delete { key }),
+        Op::Insert if key.by_id() => {
+            return Err(format!(
+                "`mode = \"insert\"` creates records, and `{}` names an existing {} by its Id; \
+                 name new records by an external id field (`external_id_field`)",
+                key.value, key.object
+            ));
+        }
+        Op::Update if !key.by_id() => {
+            return Err(format!(
+                "an update-only write names the {} by its Salesforce Id; `{}` is an external id \
+                 value, which an upsert would create: use `mode = \"upsert\"`",
+                key.object, key.value
+            ));
+        }
+        Op::Upsert | Op::Insert | Op::Update => {}
     }
     let mut fields = match event.event.get("traits") {
         None | Some(Value::Null) => Map::new(),
@@ -877,7 +942,10 @@ pub fn plan(config: &SalesforceConfig, event: &OutboundEvent) -> Result<Write, S
             ));
         }
     }
-    Ok(Write::Upsert { key, fields })
+    Ok(match event.op {
+        Op::Insert => Write::Insert { key, fields },
+        _ => Write::Upsert { key, fields },
+    })
 }
 
 /// The record named by `context.externalId` (`[{type: "Salesforce-<Object>", id,
@@ -948,14 +1016,12 @@ pub fn is_salesforce_id(text: &str) -> bool {
 /// key field, then into waves in which no record appears twice; returns indexes into
 /// `writes`, each lane-wave in batch order.
 fn lanes(writes: &[(usize, Write)]) -> Vec<Vec<usize>> {
-    let mut lanes: Vec<((bool, String, String), Vec<usize>)> = Vec::new();
+    // (Bulk operation, object, key field) and the writes of that lane.
+    type Lane<'a> = (&'a str, String, String);
+    let mut lanes: Vec<(Lane, Vec<usize>)> = Vec::new();
     for (k, (_, write)) in writes.iter().enumerate() {
         let key = write.key();
-        let lane = (
-            matches!(write, Write::Delete { .. }),
-            key.object.clone(),
-            key.field.clone(),
-        );
+        let lane = (write.operation(), key.object.clone(), key.field.clone());
         match lanes.iter_mut().find(|(l, _)| *l == lane) {
             Some((_, members)) => members.push(k),
             None => lanes.push((lane, vec![k])),
@@ -992,7 +1058,7 @@ pub fn collection_upsert_body(writes: &[&Write]) -> Value {
             let mut record = Map::new();
             record.insert("attributes".into(), json!({ "type": key.object }));
             record.insert(key.field.clone(), Value::String(key.value.clone()));
-            if let Write::Upsert { fields, .. } = w {
+            if let Some(fields) = w.fields() {
                 record.extend(fields.clone());
             }
             Value::Object(record)
@@ -1011,7 +1077,7 @@ pub fn collection_update_body(writes: &[&Write]) -> Value {
             let mut record = Map::new();
             record.insert("attributes".into(), json!({ "type": key.object }));
             record.insert("id".into(), Value::String(key.value.clone()));
-            if let Write::Upsert { fields, .. } = w {
+            if let Some(fields) = w.fields() {
                 record.extend(fields.clone());
             }
             Value::Object(record)
@@ -1020,13 +1086,15 @@ pub fn collection_update_body(writes: &[&Write]) -> Value {
     json!({ "allOrNone": false, "records": records })
 }
 
-/// The Bulk API 2.0 create-job body: `upsert` on an external id field, or `update` by Id.
-pub fn bulk_job_body(key: &Key) -> Value {
-    if key.by_id() {
+/// The Bulk API 2.0 create-job body of a lane of writes like `write`: `upsert` on an external
+/// id field, `update` by Id, or `insert`.
+pub fn bulk_job_body(write: &Write) -> Value {
+    let key = write.key();
+    if key.by_id() || matches!(write, Write::Insert { .. }) {
         json!({
             "object": key.object,
             "contentType": "CSV",
-            "operation": "update",
+            "operation": write.operation(),
             "lineEnding": "LF",
         })
     } else {
@@ -1053,7 +1121,7 @@ pub fn bulk_csv(writes: &[&Write]) -> String {
     });
     let mut names: Vec<&str> = Vec::new();
     for write in writes {
-        if let Write::Upsert { fields, .. } = write {
+        if let Some(fields) = write.fields() {
             names.extend(fields.keys().map(String::as_str));
         }
     }
@@ -1072,10 +1140,7 @@ pub fn bulk_csv(writes: &[&Write]) -> String {
     let written = out.write_record(&columns).and_then(|_| {
         writes.iter().try_for_each(|write| {
             let empty = Map::new();
-            let fields = match write {
-                Write::Upsert { fields, .. } => fields,
-                Write::Delete { .. } => &empty,
-            };
+            let fields = write.fields().unwrap_or(&empty);
             let mut row = vec![write.key().value.clone()];
             row.extend(columns[1..].iter().map(|c| match fields.get(*c) {
                 None => String::new(),

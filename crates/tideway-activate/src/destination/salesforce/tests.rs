@@ -146,7 +146,7 @@ fn bulk_job_body_and_csv_match_the_docs_walkthrough() {
     config.group_external_id_field = "customExtIdField__c".into();
     let writes = planned(&config, &docs_accounts());
     assert_eq!(
-        bulk_job_body(writes[0].key()),
+        bulk_job_body(&writes[0]),
         serde_json::from_str::<Value>(job).unwrap()
     );
     assert_eq!(bulk_csv(&refs(&writes)), csv);
@@ -164,7 +164,7 @@ fn bulk_update_by_id_and_nulls() {
     ];
     let writes = planned(&config(), &events);
     assert_eq!(
-        bulk_job_body(writes[0].key()),
+        bulk_job_body(&writes[0]),
         json!({ "object": "Account", "contentType": "CSV", "operation": "update", "lineEnding": "LF" })
     );
     assert_eq!(
@@ -752,4 +752,88 @@ fn limits() {
     assert_eq!(limits.max_bytes, 10 * 1024 * 1024);
     assert_eq!(limits.requests_per_second, Some(10.0));
     assert_eq!(limits.concurrency, 2);
+}
+
+// sObject Collections create:
+// https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_create.htm
+// (`POST /composite/sobjects`, `{"allOrNone", "records": [{"attributes": {"type"}, ...}]}`, one
+// result per record, in order); Bulk API 2.0 `insert` jobs take no `externalIdFieldName`.
+#[tokio::test]
+async fn inserts_create_records_and_refuse_an_external_id_that_exists() {
+    let fake = fake_with(FakeOptions::default()).await;
+    let sf = destination(&fake);
+    let insert = |id: &str, last: &str| {
+        let mut e = contact(id, json!({ "LastName": last }));
+        e.op = Op::Insert;
+        e
+    };
+    // u-1 exists (someone created it), u-2 is new.
+    sf.deliver(&[contact("u-1", json!({ "LastName": "Theirs" }))])
+        .await;
+    let outcomes = sf
+        .deliver(&[insert("u-1", "Mine"), insert("u-2", "New")])
+        .await;
+    assert_eq!(outcomes[1], Outcome::Delivered);
+    let error = rejected(&outcomes[0]);
+    assert!(
+        error.message.starts_with(
+            "Salesforce refused the Contact with External_Id__c `u-1`: DUPLICATE_VALUE: duplicate value found: External_Id__c"
+        ),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        fake.find("Contact", "External_Id__c", "u-1").unwrap()["LastName"],
+        "Theirs",
+        "an insert never overwrites"
+    );
+    assert_eq!(
+        fake.find("Contact", "External_Id__c", "u-2").unwrap()["LastName"],
+        "New"
+    );
+    assert_eq!(
+        paths(&fake).last().unwrap(),
+        "POST /services/data/v62.0/composite/sobjects"
+    );
+    let body: Value = serde_json::from_str(&fake.requests().last().unwrap().body).unwrap();
+    assert_eq!(
+        body,
+        json!({ "allOrNone": false, "records": [
+            { "attributes": { "type": "Contact" }, "External_Id__c": "u-1", "LastName": "Mine" },
+            { "attributes": { "type": "Contact" }, "External_Id__c": "u-2", "LastName": "New" }
+        ]})
+    );
+
+    // A large lane is one Bulk API 2.0 insert job; its failed rows are matched back by key.
+    let batch: Vec<OutboundEvent> = (0..300)
+        .map(|i| insert(&format!("b-{i}"), &format!("L{i}")))
+        .chain([insert("u-2", "Again")])
+        .collect();
+    let outcomes = sf.deliver(&batch).await;
+    assert!(outcomes[..300].iter().all(|o| *o == Outcome::Delivered));
+    assert!(
+        rejected(&outcomes[300])
+            .message
+            .contains("`u-2`: DUPLICATE_VALUE"),
+        "{:?}",
+        outcomes[300]
+    );
+    let job = fake.jobs().pop().unwrap();
+    assert_eq!(
+        job.create_body,
+        json!({ "object": "Contact", "contentType": "CSV", "operation": "insert", "lineEnding": "LF" })
+    );
+    assert_eq!(job.csv.lines().next(), Some("External_Id__c,LastName"));
+    assert_eq!(fake.records("Contact").len(), 302);
+
+    // A record named by its Id exists already: an insert of it is refused before any call.
+    let mut by_id = contact("003xx000004TmiQAAS", json!({}));
+    by_id.event["context"] = json!({ "externalId": [{ "type": "Salesforce-Contact", "id": "003xx000004TmiQAAS", "identifierType": "Id" }] });
+    by_id.op = Op::Insert;
+    let error = plan(&fake_config(&fake, "x"), &by_id).unwrap_err();
+    assert!(
+        error.contains("names an existing Contact by its Id"),
+        "{error}"
+    );
+    fake.stop().await;
 }

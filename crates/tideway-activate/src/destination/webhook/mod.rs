@@ -186,10 +186,10 @@ impl Webhook {
 /// An event as the webhook sends it: a delete carries `"tideway": {"op": "delete"}`.
 fn event_json(e: &OutboundEvent) -> serde_json::Value {
     let mut event = e.event.clone();
-    if e.op == super::Op::Delete
+    if e.op != super::Op::Upsert
         && let Some(map) = event.as_object_mut()
     {
-        map.insert("tideway".into(), serde_json::json!({"op": "delete"}));
+        map.insert("tideway".into(), serde_json::json!({"op": e.op.name()}));
     }
     event
 }
