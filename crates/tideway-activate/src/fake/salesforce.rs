@@ -318,7 +318,9 @@ pub async fn start(options: FakeOptions) -> std::io::Result<FakeSalesforce> {
         .route(&format!("{data}/limits/"), get(limits))
         .route(
             &format!("{data}/composite/sobjects"),
-            patch(update).delete(delete_ids).post(create),
+            patch(update_or_create)
+                .delete(delete_ids)
+                .post(update_or_create),
         )
         .route(
             &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
@@ -1110,13 +1112,15 @@ async fn upsert(
     with_usage(&shared, axum::Json(answer).into_response())
 }
 
-async fn update(
+/// `PATCH /composite/sobjects` updates records by `id`; `POST` creates them.
+async fn update_or_create(
     State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let create = method == Method::POST;
     gated!(shared, method, uri, headers, body);
     let (all_or_none, records) = match collection_records(&body) {
         Ok(r) => r,
@@ -1128,46 +1132,21 @@ async fn update(
         let id = record
             .as_object()
             .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("id")))
-            .map(|(_, v)| text(v))
-            .ok_or_else(|| {
-                record_error(
-                    "MISSING_ARGUMENT",
-                    "Id not specified in an update call",
-                    &[],
-                )
-            })?;
-        store.write(&object, Lookup::Id(id), &fields, true)
-    });
-    drop(store);
-    with_usage(&shared, axum::Json(answer).into_response())
-}
-
-async fn create(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    gated!(shared, method, uri, headers, body);
-    let (all_or_none, records) = match collection_records(&body) {
-        Ok(r) => r,
-        Err(refused) => return with_usage(&shared, *refused),
-    };
-    let mut store = shared.store();
-    let answer = apply_all(&mut store, &records, all_or_none, false, |store, record| {
-        if record
-            .as_object()
-            .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case("id")))
-        {
-            return Err(record_error(
+            .map(|(_, v)| text(v));
+        match (create, id) {
+            (true, None) => store.write(&object, Lookup::Create, &fields, false),
+            (true, Some(_)) => Err(record_error(
                 "INVALID_FIELD",
                 "cannot specify Id in an insert call",
                 &["Id"],
-            ));
+            )),
+            (false, Some(id)) => store.write(&object, Lookup::Id(id), &fields, true),
+            (false, None) => Err(record_error(
+                "MISSING_ARGUMENT",
+                "Id not specified in an update call",
+                &[],
+            )),
         }
-        let (object, fields) = record_fields(record, None)?;
-        store.write(&object, Lookup::Create, &fields, false)
     });
     drop(store);
     with_usage(&shared, axum::Json(answer).into_response())

@@ -37,6 +37,14 @@ fn job(fake: &FakeHubSpot, name: &str, mode: &str) -> SyncJob {
     .unwrap()
 }
 
+/// Someone else's upsert sync (`seed`, with its own state) writes `crm.leads` as it is now.
+async fn seed(fake: &FakeHubSpot, lake: &Lake) {
+    job(fake, "seed", "upsert")
+        .run(lake, &options(), &|_| {})
+        .await
+        .unwrap();
+}
+
 async fn lake_with(rows: &str) -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(&dir.path().display().to_string(), Default::default())
@@ -65,9 +73,8 @@ fn firstname(fake: &FakeHubSpot, email: &str) -> Option<String> {
 async fn insert_creates_new_rows_skips_changed_ones_and_refuses_records_that_exist() {
     let fake = start(FakeOptions::default()).await.unwrap();
     // Someone else created b@example.com in HubSpot already.
-    let other = job(&fake, "seed", "upsert");
     let (_d, lake) = lake_with("('b@example.com', 'Theirs')").await;
-    other.run(&lake, &options(), &|_| {}).await.unwrap();
+    seed(&fake, &lake).await;
 
     let (_d, lake) = lake_with("('a@example.com', 'Ann'), ('b@example.com', 'Bo')").await;
     let insert = job(&fake, "leads", "insert");
@@ -108,10 +115,7 @@ async fn insert_creates_new_rows_skips_changed_ones_and_refuses_records_that_exi
 async fn update_changes_records_that_exist_and_creates_none() {
     let fake = start(FakeOptions::default()).await.unwrap();
     let (_d, lake) = lake_with("('a@example.com', 'Ann')").await;
-    job(&fake, "seed", "upsert")
-        .run(&lake, &options(), &|_| {})
-        .await
-        .unwrap();
+    seed(&fake, &lake).await;
 
     set(
         &lake,
@@ -138,10 +142,7 @@ async fn update_changes_records_that_exist_and_creates_none() {
 
     // Once the contact exists, the refused row goes through on the next run.
     set(&lake, "('new@example.com', 'Nu')").await;
-    job(&fake, "seed", "upsert")
-        .run(&lake, &options(), &|_| {})
-        .await
-        .unwrap();
+    seed(&fake, &lake).await;
     set(
         &lake,
         "('a@example.com', 'Anne'), ('new@example.com', 'Newer')",

@@ -651,37 +651,39 @@ fn the_limits_count_calls_over_hubspots_rolling_window() {
     assert_eq!(limits.rate_window, Some(DEFAULT_INTERVAL));
 }
 
-#[test]
-fn a_sync_that_deletes_in_hubspot_is_refused_at_its_on_delete_line() {
+/// Loads a project whose `tideway.toml` defines `hs` (HubSpot) and `cio` (Customer.io) and whose
+/// one sync file is `syncs/leads.toml`: `marts.leads` by `email` as identify calls, then `rest`.
+fn load_sync(rest: &str) -> Result<crate::Project, String> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tideway.toml"),
-        "[destinations.hs]\ntype = \"hubspot\"\naccess_token = \"${HS_TOKEN}\"\n",
+        "[destinations.hs]\ntype = \"hubspot\"\naccess_token = \"${HS_TOKEN}\"\n\n[destinations.cio]\ntype = \"customerio\"\nsite_id = \"s\"\napi_key = \"${CIO_KEY}\"\n",
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("syncs")).unwrap();
-    let sync = |on_delete: &str| {
-        std::fs::write(
-            dir.path().join("syncs/leads.toml"),
-            format!(
-                "source = \"marts.leads\"\nkey = \"email\"\ndestination = \"hs\"\ntype = \"identify\"\non_delete = \"{on_delete}\"\n"
-            ),
-        )
-        .unwrap();
+    std::fs::write(
+        dir.path().join("syncs/leads.toml"),
+        format!("source = \"marts.leads\"\nkey = \"email\"\ntype = \"identify\"\n{rest}"),
+    )
+    .unwrap();
+    let env = |v: &str| match v {
+        "HS_TOKEN" => Some("pat-na1-x".to_string()),
+        "CIO_KEY" => Some("k".to_string()),
+        _ => None,
     };
-    let env = |v: &str| (v == "HS_TOKEN").then(|| "pat-na1-x".to_string());
-    sync("delete");
-    let err = crate::Project::load(dir.path(), &env)
-        .unwrap_err()
-        .to_string();
+    crate::Project::load(dir.path(), &env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_sync_that_deletes_in_hubspot_is_refused_at_its_on_delete_line() {
+    let err = load_sync("destination = \"hs\"\non_delete = \"delete\"\n").unwrap_err();
     assert!(
         err.contains(
             "leads.toml:5:13: `on_delete = \"delete\"`, but the destination `hs` cannot delete: HubSpot deletes (batch archive) need HubSpot record ids"
         ),
         "{err}"
     );
-    sync("clear_fields");
-    let project = crate::Project::load(dir.path(), &env).unwrap();
+    let project = load_sync("destination = \"hs\"\non_delete = \"clear_fields\"\n").unwrap();
     assert_eq!(
         project.syncs[0].on_delete,
         crate::config::OnDelete::ClearFields
@@ -739,41 +741,21 @@ fn update_and_insert_become_batch_update_and_batch_create() {
 
 #[test]
 fn modes_hubspot_cannot_write_are_refused_at_the_mode_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tideway.toml"),
-        "[destinations.hs]\ntype = \"hubspot\"\naccess_token = \"${HS_TOKEN}\"\n\n[destinations.cio]\ntype = \"customerio\"\nsite_id = \"s\"\napi_key = \"${CIO_KEY}\"\n",
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("syncs")).unwrap();
     let sync = |destination: &str, mode: &str| {
-        std::fs::write(
-            dir.path().join("syncs/leads.toml"),
-            format!(
-                "source = \"marts.leads\"\nkey = \"email\"\ndestination = \"{destination}\"\ntype = \"identify\"\nmode = \"{mode}\"\n"
-            ),
-        )
-        .unwrap();
+        load_sync(&format!(
+            "destination = \"{destination}\"\nmode = \"{mode}\"\n"
+        ))
     };
-    let env = |v: &str| match v {
-        "HS_TOKEN" => Some("pat-na1-x".to_string()),
-        "CIO_KEY" => Some("k".to_string()),
-        _ => None,
-    };
-    let load = || crate::Project::load(dir.path(), &env);
-    sync("hs", "mirror");
-    let err = load().unwrap_err().to_string();
+    let err = sync("hs", "mirror").unwrap_err();
     assert!(
         err.contains("leads.toml:5:8: `mode = \"mirror\"`, but the destination `hs` (hubspot) writes records with mode `upsert`, `update`, `insert` (a mirror deletes: HubSpot deletes"),
         "{err}"
     );
-    sync("cio", "update");
-    let err = load().unwrap_err().to_string();
+    let err = sync("cio", "update").unwrap_err();
     assert!(
         err.contains("`mode = \"update\"`, but the destination `cio` (customerio) writes records with mode `upsert`, `mirror`"),
         "{err}"
     );
-    sync("hs", "insert");
-    let project = load().unwrap();
+    let project = sync("hs", "insert").unwrap();
     assert_eq!(project.syncs[0].mode, crate::config::Mode::Insert);
 }
