@@ -1,6 +1,7 @@
 //! The demo's activation step: the lead score synced to a local Customer.io stand-in with its
 //! traits renamed, a second run after some traits change sending only those users, and the
-//! old/new-truth transformation routing changed accounts to a local Salesforce stand-in.
+//! old/new-truth transformation routing changed accounts to a local Salesforce stand-in, and
+//! new leads created as Salesforce Contacts by an insert-mode sync (changed ones left alone).
 
 use anyhow::{Context, Result};
 use tideway_activate::fake::customerio::{FakeCustomerIo, FakeOptions};
@@ -29,6 +30,19 @@ exclude = ["USER_ID"]
 rename = { EMAIL = "email", FIRSTNAME = "first_name", LASTNAME = "last_name", PLAN = "plan", LEAD_SCORE = "lead_score", LEAD_GRADE = "lead_grade" }
 "#;
 
+const CONTACTS_SYNC: &str = r#"# New leads created in Salesforce as Contacts, named by External_Id__c. mode = "insert":
+# only new rows go out; a lead that changes later is left as the sales team keeps it.
+source = "marts.customerio_leads"
+key = "USER_ID"
+destination = "salesforce"
+type = "identify"
+mode = "insert"
+
+[mapping]
+include = ["EMAIL", "FIRSTNAME", "LASTNAME", "PLAN"]
+rename = { EMAIL = "Email", FIRSTNAME = "FirstName", LASTNAME = "LastName", PLAN = "Plan__c" }
+"#;
+
 const TRUTHS_SYNC: &str = r#"# Accounts whose key/value traits changed, rewritten by a transformation into Salesforce
 # group calls (the transformation drops the rows where nothing changed).
 source = "crm.account_truths"
@@ -49,6 +63,10 @@ pub struct Synced {
     pub first: RunReport,
     pub second: RunReport,
     pub truths: RunReport,
+    /// The insert-mode sync of leads to Salesforce Contacts, before and after the change.
+    pub contacts_first: RunReport,
+    pub contacts_second: RunReport,
+    pub contacts: usize,
     pub people: usize,
     pub sample_person: Option<(String, serde_json::Value)>,
     /// A Salesforce Account the sync updated: (Id, its fields).
@@ -60,7 +78,7 @@ pub fn destinations_toml(customerio: &FakeCustomerIo, salesforce: &FakeSalesforc
     format!(
         "\n# Local stand-ins started by `tideway demo` (gone when it ends).\n\
          [destinations.customerio]\ntype = \"customerio\"\nsite_id = \"{}\"\napi_key = \"${{{KEY_VAR}}}\"\nbase_url = \"{}\"\n\n\
-         [destinations.salesforce]\ntype = \"salesforce\"\ninstance_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"${{{SECRET_VAR}}}\"\ngroup_object = \"Account\"\n",
+         [destinations.salesforce]\ntype = \"salesforce\"\ninstance_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"${{{SECRET_VAR}}}\"\nexternal_id_field = \"External_Id__c\"\ngroup_object = \"Account\"\n",
         customerio.site_id(),
         customerio.base_url(),
         salesforce.base_url(),
@@ -108,6 +126,7 @@ pub async fn run(
     std::fs::create_dir_all(dir.join("transformations"))?;
     std::fs::write(dir.join("syncs/leads_to_customerio.toml"), LEADS_SYNC)?;
     std::fs::write(dir.join("syncs/accounts_to_salesforce.toml"), TRUTHS_SYNC)?;
+    std::fs::write(dir.join("syncs/leads_to_salesforce.toml"), CONTACTS_SYNC)?;
     std::fs::write(
         dir.join("transformations/warehouseActionsUtils.js"),
         UTILS_JS,
@@ -118,11 +137,14 @@ pub async fn run(
 
     let leads = activation.job("leads_to_customerio")?;
     let first = leads.run(lake, &options, &|_| {}).await?;
+    let contacts = activation.job("leads_to_salesforce")?;
+    let contacts_first = contacts.run(lake, &options, &|_| {}).await?;
     // Day 2: some customers change plan; the models are rebuilt; only they go out.
     lake.sql("UPDATE billingdb.customers SET plan = 'enterprise' WHERE id % 97 = 0 AND plan <> 'enterprise'")
         .await?;
     crate::demo_models::rebuild(project, lake, &[]).await?;
     let second = leads.run(lake, &options, &|_| {}).await?;
+    let contacts_second = contacts.run(lake, &options, &|_| {}).await?;
 
     let ids = account_truths(lake, salesforce).await?;
     let truths = activation
@@ -135,6 +157,9 @@ pub async fn run(
         first,
         second,
         truths,
+        contacts_first,
+        contacts_second,
+        contacts: salesforce.records("Contact").len(),
         people: attributes.len(),
         sample_person: attributes
             .iter()
@@ -218,4 +243,13 @@ pub fn print(s: &Synced) {
     if let Some((id, account)) = &s.salesforce_sample {
         println!("  Account {id} in Salesforce now: {account}");
     }
+    println!(
+        "  marts.customerio_leads -> Salesforce Contacts, mode = \"insert\": run 1 created {} in {} call{}; run 2 skipped {} changed leads, sent {}; Salesforce holds {} Contacts",
+        s.contacts_first.counts.delivered,
+        s.contacts_first.calls,
+        if s.contacts_first.calls == 1 { "" } else { "s" },
+        s.contacts_second.counts.skipped,
+        s.contacts_second.events,
+        s.contacts
+    );
 }

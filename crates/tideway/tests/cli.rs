@@ -389,9 +389,17 @@ fn the_demo_runs_and_leaves_a_working_project() {
         stdout.contains("Accounts updated") && stdout.contains("\"Plan__c\""),
         "{stdout}"
     );
+    // The insert-mode sync created every lead once and left the changed ones alone.
+    assert!(
+        stdout.contains("mode = \"insert\": run 1 created 300")
+            && stdout.contains("sent 0; Salesforce holds 300 Contacts"),
+        "{stdout}"
+    );
     let syncs = ok(&tideway(&dir, &["sync", "status"]));
     assert!(
-        syncs.contains("leads_to_customerio") && syncs.contains("accounts_to_salesforce"),
+        syncs.contains("leads_to_customerio")
+            && syncs.contains("accounts_to_salesforce")
+            && syncs.contains("leads_to_salesforce"),
         "{syncs}"
     );
     ok(&tideway(&dir, &["compile"]));
