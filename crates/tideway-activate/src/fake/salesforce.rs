@@ -19,6 +19,10 @@
 //!   in order, `{"id", "success", "errors": [{"statusCode", "message", "fields"}]}` (`created`
 //!   for upserts); `allOrNone: true` rolls back on any error. More than 200 records: 400.
 //! - `DELETE /services/data/vXX.X/sobjects/{Object}/{field}/{value}`: 204, or 404.
+//! - `GET /services/data/vXX.X/query?q=SELECT Id, <field> FROM <Object> WHERE <field> IN
+//!   ('a', 'b')` (the one SOQL shape the destination sends): `{"totalSize", "done": true,
+//!   "records": [{"attributes": {"type", "url"}, "Id", <field>}]}`; any other query is 400
+//!   `MALFORMED_QUERY`, an unknown object `INVALID_TYPE`, an unknown field `INVALID_FIELD`.
 //! - Bulk API 2.0 ingest: `POST .../jobs/ingest` (job info, state `Open`), `PUT
 //!   .../jobs/ingest/{id}/batches` (`text/csv`, 201), `PATCH .../jobs/ingest/{id}`
 //!   (`UploadComplete` or `Aborted`), `GET .../jobs/ingest/{id}` (the job moves to `InProgress`,
@@ -330,6 +334,8 @@ pub async fn start(options: FakeOptions) -> std::io::Result<FakeSalesforce> {
             &format!("{data}/sobjects/{{object}}/{{field}}/{{value}}"),
             delete(delete_external),
         )
+        .route(&format!("{data}/query"), get(query))
+        .route(&format!("{data}/query/"), get(query))
         .route(&format!("{data}/jobs/ingest"), post(create_job))
         .route(&format!("{data}/jobs/ingest/"), post(create_job))
         .route(
@@ -942,6 +948,122 @@ async fn limits(
     .into_response();
     drop(store);
     with_usage(&shared, answer)
+}
+
+// ----- routes: SOQL -----
+
+/// `SELECT Id, <field> FROM <object> WHERE <field> IN (<string literals>)`, parsed; `Err` says
+/// what is malformed.
+fn parse_lookup(soql: &str) -> Result<(String, String, Vec<String>), String> {
+    let words: Vec<&str> = soql.splitn(8, ' ').collect();
+    let [select, id, field, from, object, r#where, field2, rest] = words[..] else {
+        return Err(format!("unexpected query: {soql}"));
+    };
+    let field = field.to_string();
+    let shape = select.eq_ignore_ascii_case("SELECT")
+        && id.eq_ignore_ascii_case("Id,")
+        && from.eq_ignore_ascii_case("FROM")
+        && r#where.eq_ignore_ascii_case("WHERE")
+        && field2 == field;
+    let list = rest
+        .strip_prefix("IN (")
+        .or_else(|| rest.strip_prefix("in ("))
+        .and_then(|l| l.strip_suffix(')'));
+    let (true, Some(list)) = (shape, list) else {
+        return Err(format!("unexpected query: {soql}"));
+    };
+    let mut values = Vec::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == ',') {
+            chars.next();
+        }
+        match chars.next() {
+            None => break,
+            Some('\'') => {}
+            Some(c) => return Err(format!("unexpected token: {c}")),
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                None => return Err("unterminated string literal".into()),
+                Some('\\') => value.extend(chars.next()),
+                Some('\'') => break,
+                Some(c) => value.push(c),
+            }
+        }
+        values.push(value);
+    }
+    Ok((object.to_string(), field, values))
+}
+
+async fn query(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    gated!(shared, method, uri, headers, []);
+    let soql = params.get("q").cloned().unwrap_or_default();
+    let (object, field, values) = match parse_lookup(&soql) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            return with_usage(
+                &shared,
+                errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &message),
+            );
+        }
+    };
+    let store = shared.store();
+    let Some(schema) = store.objects.get(&object) else {
+        drop(store);
+        return with_usage(
+            &shared,
+            errors(
+                StatusCode::BAD_REQUEST,
+                "INVALID_TYPE",
+                &format!("sObject type '{object}' is not supported."),
+            ),
+        );
+    };
+    let Some(field) = schema.field(&field).cloned() else {
+        drop(store);
+        return with_usage(
+            &shared,
+            errors(
+                StatusCode::BAD_REQUEST,
+                "INVALID_FIELD",
+                &format!("No such column '{field}' on entity '{object}'"),
+            ),
+        );
+    };
+    let version = uri
+        .path()
+        .split('/')
+        .find(|s| s.starts_with('v'))
+        .unwrap_or("v62.0")
+        .to_string();
+    let records: Vec<Value> = store
+        .records
+        .get(&object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| r.get(&field).is_some_and(|v| values.contains(&text(v))))
+        .map(|(id, r)| {
+            let mut record = Map::new();
+            record.insert(
+                "attributes".into(),
+                json!({ "type": object, "url": format!("/services/data/{version}/sobjects/{object}/{id}") }),
+            );
+            record.insert("Id".into(), Value::String(id.clone()));
+            record.insert(field.clone(), r[&field].clone());
+            Value::Object(record)
+        })
+        .collect();
+    drop(store);
+    let answer = json!({ "totalSize": records.len(), "done": true, "records": records });
+    with_usage(&shared, axum::Json(answer).into_response())
 }
 
 // ----- routes: sObject Collections -----

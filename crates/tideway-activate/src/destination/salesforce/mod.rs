@@ -26,6 +26,7 @@
 //! | `group`                        | upsert of `group_object` (default Account) keyed by `group_external_id_field` = `groupId` |
 //! | with `context.externalId` `[{type: "Salesforce-<Object>", id, identifierType}]` | that object, keyed by `identifierType` (`Id` or an external id field) = `id` |
 //! | key field `Id`                 | update by Salesforce Id (sObject Collections update, Bulk `update`)           |
+//! | `Op::Update` (`mode = "update"`), keyed by an external id | the records' Ids looked up (`GET /query`, SOQL `SELECT Id, <field> FROM <Object> WHERE <field> IN (...)`, 200 values a query), then updated by Id; a value no record holds is refused, nothing is created |
 //! | `Op::Insert` (a sync's `mode = "insert"`) | create (sObject Collections create, Bulk `insert`) with the external id field set; a record that holds the value already is refused (`DUPLICATE_VALUE`) |
 //! | `Op::Delete`                   | delete by Id (collections), or by external id (one request each)            |
 //!
@@ -69,9 +70,8 @@ pub use config::{
     DEFAULT_REQUESTS_PER_SECOND, EXAMPLE, SalesforceConfig, is_api_name,
 };
 
-/// The sync modes Salesforce writes records with. An update-only write by external id would
-/// need the records' Ids looked up first (a SOQL query), which this destination does not do.
-pub const MODES: &[Mode] = &[Mode::Upsert, Mode::Insert, Mode::Mirror];
+/// The sync modes Salesforce writes records with.
+pub const MODES: &[Mode] = &[Mode::Upsert, Mode::Update, Mode::Insert, Mode::Mirror];
 /// Records per sObject Collections call ("The list can contain up to 200 objects").
 pub const MAX_COLLECTION_RECORDS: usize = 200;
 /// Events per call of the destination (one Bulk API 2.0 job at most).
@@ -155,6 +155,11 @@ pub enum Write {
         key: Key,
         fields: Map<String, Value>,
     },
+    /// Update the record whose external id field holds the key's value; create none.
+    Update {
+        key: Key,
+        fields: Map<String, Value>,
+    },
     /// Create the record, its key field set to the key's value.
     Insert {
         key: Key,
@@ -167,14 +172,19 @@ pub enum Write {
 impl Write {
     pub fn key(&self) -> &Key {
         match self {
-            Write::Upsert { key, .. } | Write::Insert { key, .. } | Write::Delete { key } => key,
+            Write::Upsert { key, .. }
+            | Write::Update { key, .. }
+            | Write::Insert { key, .. }
+            | Write::Delete { key } => key,
         }
     }
 
     /// The fields written (none for a delete).
     pub fn fields(&self) -> Option<&Map<String, Value>> {
         match self {
-            Write::Upsert { fields, .. } | Write::Insert { fields, .. } => Some(fields),
+            Write::Upsert { fields, .. }
+            | Write::Update { fields, .. }
+            | Write::Insert { fields, .. } => Some(fields),
             Write::Delete { .. } => None,
         }
     }
@@ -183,6 +193,7 @@ impl Write {
     fn operation(&self) -> &'static str {
         match self {
             Write::Upsert { key, .. } if key.by_id() => "update",
+            Write::Update { .. } => "update",
             Write::Upsert { .. } => "upsert",
             Write::Insert { .. } => "insert",
             Write::Delete { .. } => "delete",
@@ -477,6 +488,115 @@ impl Salesforce {
                 .map(|o| o.all(n))
                 .unwrap_or_else(|| record_outcomes(&answer, writes, false)),
             Err(error) => failed(error).all(n),
+        }
+    }
+
+    /// Updates the records a lane names by external id: their Ids are looked up, 200 values a
+    /// query, then the records found are updated by Id (Bulk API 2.0 past `bulk_threshold`);
+    /// a value no record holds, or several do, is refused.
+    async fn update_by_external_id(&self, writes: &[&Write]) -> Vec<Outcome> {
+        let key = writes[0].key();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
+        let mut found: Vec<(usize, Write)> = Vec::new();
+        for (c, chunk) in writes.chunks(MAX_COLLECTION_RECORDS).enumerate() {
+            let values: Vec<&str> = chunk.iter().map(|w| w.key().value.as_str()).collect();
+            let ids = self.lookup_ids(&key.object, &key.field, &values).await;
+            for (k, write) in chunk.iter().enumerate() {
+                let at = c * MAX_COLLECTION_RECORDS + k;
+                let value = &write.key().value;
+                let refuse = |message: String| {
+                    Some(Outcome::Rejected(DeliveryError::refused(None, message)))
+                };
+                outcomes[at] = match ids.as_ref().map(|ids| ids.get(value)) {
+                    Err(outcome) => Some(outcome.clone()),
+                    Ok(None) => refuse(format!(
+                        "no Salesforce {} has {} `{value}`; `mode = \"update\"` creates no record",
+                        key.object, key.field
+                    )),
+                    Ok(Some(ids)) if ids.len() > 1 => refuse(format!(
+                        "{} Salesforce {}s have {} `{value}` ({}); an update names one record",
+                        ids.len(),
+                        key.object,
+                        key.field,
+                        ids.join(", ")
+                    )),
+                    Ok(Some(ids)) => {
+                        let by_id = Key {
+                            object: key.object.clone(),
+                            field: "Id".to_string(),
+                            value: ids[0].clone(),
+                        };
+                        let fields = write.fields().cloned().unwrap_or_default();
+                        found.push((at, Write::Upsert { key: by_id, fields }));
+                        None
+                    }
+                };
+            }
+        }
+        let lane: Vec<&Write> = found.iter().map(|(_, w)| w).collect();
+        let results = if lane.len() > self.config.bulk_threshold {
+            self.bulk_write(&lane).await
+        } else {
+            let mut results = Vec::with_capacity(lane.len());
+            for chunk in lane.chunks(MAX_COLLECTION_RECORDS) {
+                results.extend(self.collection_write(chunk).await);
+            }
+            results
+        };
+        for ((at, _), outcome) in found.iter().zip(results) {
+            outcomes[*at] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every write was refused, failed or sent"))
+            .collect()
+    }
+
+    /// The Ids of the `object` records whose `field` holds each of `values` (SOQL through
+    /// `GET /query`, following `nextRecordsUrl`).
+    async fn lookup_ids(
+        &self,
+        object: &str,
+        field: &str,
+        values: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>, Outcome> {
+        let list: Vec<String> = values.iter().map(|v| soql_string(v)).collect();
+        let soql = format!(
+            "SELECT Id, {field} FROM {object} WHERE {field} IN ({})",
+            list.join(", ")
+        );
+        let mut path = self.data_path(&format!("/query?q={}", segment(&soql)));
+        let mut ids: HashMap<String, Vec<String>> = HashMap::new();
+        loop {
+            let answer = self
+                .call(Method::GET, &path, Body::None)
+                .await
+                .map_err(failed)?;
+            if let Some(outcome) = self.failure(&answer) {
+                return Err(outcome);
+            }
+            let page: Value = serde_json::from_str(&answer.body).map_err(|e| {
+                failed(DeliveryError::external(
+                    Some(answer.status.as_u16()),
+                    format!("Salesforce answered a query with no JSON: {e}"),
+                ))
+            })?;
+            for record in page["records"].as_array().into_iter().flatten() {
+                let value = record
+                    .as_object()
+                    .and_then(|r| r.iter().find(|(k, _)| k.eq_ignore_ascii_case(field)))
+                    .map(|(_, v)| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                if let (Some(value), Some(id)) = (value, record["Id"].as_str()) {
+                    ids.entry(value).or_default().push(id.to_string());
+                }
+            }
+            match page["nextRecordsUrl"].as_str() {
+                Some(next) if page["done"] == false => path = next.to_string(),
+                _ => return Ok(ids),
+            }
         }
     }
 
@@ -788,6 +908,7 @@ impl Destination for Salesforce {
                 {
                     self.bulk_write(&lane).await
                 }
+                Write::Update { .. } => self.update_by_external_id(&lane).await,
                 Write::Insert { .. } => {
                     let mut results = Vec::with_capacity(lane.len());
                     for chunk in lane.chunks(MAX_COLLECTION_RECORDS) {
@@ -905,13 +1026,6 @@ pub fn plan(config: &SalesforceConfig, event: &OutboundEvent) -> Result<Write, S
                 key.value, key.object
             ));
         }
-        Op::Update if !key.by_id() => {
-            return Err(format!(
-                "an update-only write names the {} by its Salesforce Id; `{}` is an external id \
-                 value, which an upsert would create: use `mode = \"upsert\"`",
-                key.object, key.value
-            ));
-        }
         Op::Upsert | Op::Insert | Op::Update => {}
     }
     let mut fields = match event.event.get("traits") {
@@ -944,6 +1058,8 @@ pub fn plan(config: &SalesforceConfig, event: &OutboundEvent) -> Result<Write, S
     }
     Ok(match event.op {
         Op::Insert => Write::Insert { key, fields },
+        // By Id, an upsert is an update already (Salesforce upserts by external id only).
+        Op::Update if !key.by_id() => Write::Update { key, fields },
         _ => Write::Upsert { key, fields },
     })
 }
@@ -1330,6 +1446,11 @@ impl RowIndex {
 }
 
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
+/// `text` as a SOQL string literal: quoted, with `\` and `'` escaped.
+fn soql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {

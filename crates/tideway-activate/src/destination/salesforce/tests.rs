@@ -837,3 +837,55 @@ async fn inserts_create_records_and_refuse_an_external_id_that_exists() {
     );
     fake.stop().await;
 }
+
+// SOQL through REST: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_query.htm
+// (`GET /services/data/vXX.X/query?q=...`, `{"totalSize", "done", "records": [{"attributes",
+// ...}], "nextRecordsUrl"?}`); then sObject Collections update by Id.
+#[tokio::test]
+async fn updates_by_external_id_look_up_the_ids_and_create_nothing() {
+    let fake = fake_with(FakeOptions::default()).await;
+    let sf = destination(&fake);
+    let update = |id: &str, last: &str| {
+        let mut e = contact(id, json!({ "LastName": last }));
+        e.op = Op::Update;
+        e
+    };
+    sf.deliver(&[
+        contact("u-1", json!({ "LastName": "One" })),
+        contact("o'brien", json!({ "LastName": "Two" })),
+    ])
+    .await;
+    let before = fake.requests().len();
+    let outcomes = sf
+        .deliver(&[
+            update("u-1", "Uno"),
+            update("nobody", "X"),
+            update("o'brien", "Dos"),
+        ])
+        .await;
+    assert_eq!(outcomes[0], Outcome::Delivered);
+    assert_eq!(outcomes[2], Outcome::Delivered);
+    assert_eq!(
+        rejected(&outcomes[1]).message,
+        "no Salesforce Contact has External_Id__c `nobody`; `mode = \"update\"` creates no record"
+    );
+    assert_eq!(
+        fake.find("Contact", "External_Id__c", "u-1").unwrap()["LastName"],
+        "Uno"
+    );
+    assert_eq!(
+        fake.find("Contact", "External_Id__c", "o'brien").unwrap()["LastName"],
+        "Dos"
+    );
+    assert!(fake.find("Contact", "External_Id__c", "nobody").is_none());
+    assert_eq!(fake.records("Contact").len(), 2);
+    let calls: Vec<String> = paths(&fake)[before..].to_vec();
+    assert_eq!(
+        calls,
+        [
+            "GET /services/data/v62.0/query?q=SELECT%20Id%2C%20External_Id__c%20FROM%20Contact%20WHERE%20External_Id__c%20IN%20%28%27u-1%27%2C%20%27nobody%27%2C%20%27o%5C%27brien%27%29",
+            "PATCH /services/data/v62.0/composite/sobjects"
+        ]
+    );
+    fake.stop().await;
+}
