@@ -755,6 +755,8 @@ impl SyncJob {
             (Change::Removed, OnDelete::Delete, _) => Op::Delete,
             (Change::Removed, OnDelete::Event(_), _) => Op::Upsert,
             (_, _, Mode::Update) => Op::Update,
+            // Blanking the fields of an inserted record never creates one.
+            (Change::Removed, OnDelete::ClearFields, Mode::Insert) => Op::Update,
             // A row a crashed run was inserting may be there already: it is upserted.
             (Change::Added, _, Mode::Insert) if row.old_status.as_deref() != Some(SENDING) => {
                 Op::Insert

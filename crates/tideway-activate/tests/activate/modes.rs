@@ -238,3 +238,45 @@ async fn an_insert_a_crashed_run_delivered_is_upserted_on_the_rerun() {
     let last = job.run(&lake, &opts, &|_| {}).await.unwrap();
     assert_eq!(last.events, 0, "{last:?}");
 }
+
+/// `on_delete = "clear_fields"` blanks the record of a removed row: an update in insert mode
+/// too, so that a record deleted at the destination is not created again, empty.
+#[tokio::test]
+async fn clear_fields_of_an_insert_sync_never_creates_a_record() {
+    let (_d, lake) = lake_with("('a@example.com', 'Ann'), ('b@example.com', 'Bo')").await;
+    let config = SyncConfig::parse(
+        "source = \"crm.leads\"\nkey = \"email\"\ndestination = \"rec\"\ntype = \"identify\"\nmode = \"insert\"\non_delete = \"clear_fields\"\n",
+        "syncs/leads.toml",
+        &["rec".to_string()],
+        &[],
+    )
+    .unwrap();
+    let recorder = Arc::new(Recorder::new());
+    let job = SyncJob::new(config, recorder.clone(), &[], Default::default()).unwrap();
+    job.run(&lake, &options(), &|_| {}).await.unwrap();
+    // Someone deletes b's record at the destination; then both rows leave the source.
+    recorder.holds.lock().unwrap().remove("b@example.com");
+    recorder.take();
+    set(&lake, "('c@example.com', 'Cy')").await;
+    let report = job.run(&lake, &options(), &|_| {}).await.unwrap();
+    let sent: Vec<(String, Op)> = recorder
+        .take()
+        .iter()
+        .map(|e| (e.origin.clone(), e.op))
+        .collect();
+    assert!(
+        sent.contains(&("a@example.com".into(), Op::Update))
+            && sent.contains(&("c@example.com".into(), Op::Insert)),
+        "{sent:?}"
+    );
+    assert_eq!(
+        report.counts.rejected, 1,
+        "b's update is refused: {report:?}"
+    );
+    assert!(!recorder.holds.lock().unwrap().contains_key("b@example.com"));
+    assert_eq!(
+        recorder.holds.lock().unwrap()["a@example.com"]["traits"].get("firstname"),
+        Some(&serde_json::Value::Null),
+        "a's fields are blanked"
+    );
+}
