@@ -156,7 +156,6 @@ pub fn scripts(dir: &Path) -> Result<Vec<transform::Source>> {
         .collect()
 }
 
-/// The `[collect.sources.NAME]` names written in `text` (core's config checks those tables).
 /// What `sync` asks of `destination` that it cannot do: a mode it does not write with, or a
 /// delete it refuses.
 fn unsupported(
@@ -190,6 +189,7 @@ fn unsupported(
     })
 }
 
+/// The `[collect.sources.NAME]` names written in `text` (core's config checks those tables).
 fn collect_source_names(text: &str) -> Vec<String> {
     toml::from_str::<toml::Table>(text)
         .ok()
