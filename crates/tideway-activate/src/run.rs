@@ -14,7 +14,7 @@ use std::time::Instant;
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::DataType;
 use serde_json::{Map, Value, json};
-use tideway_lake::{Lake, SqlOutput, TableName, Txn};
+use tideway_lake::{Lake, SqlOutput, TableName};
 
 use crate::config::{Backfill, EventType, Field, Mode, OnDelete, SyncConfig};
 use crate::delivery::{Delivery, RetryPolicy};
@@ -185,6 +185,9 @@ impl SyncJob {
             _ => None,
         };
         let plan = self.plan(lake, started).await?;
+        if !options.dry_run {
+            state::roll_forward(lake, &self.config.name).await?;
+        }
         tracing::debug!(
             sync = self.config.name,
             ms = clock.elapsed().as_millis() as u64,
@@ -792,39 +795,16 @@ impl SyncJob {
         fresh: bool,
     ) -> Result<()> {
         let sync = &self.config;
-        if !dead.is_empty() {
-            let batch = state::dead_batch(&format!("sync:{}", sync.name), &sync.source, &dead);
-            lake.append(&state::table(state::DEAD_LETTERS), vec![batch])
-                .await?;
-        }
-        if !logs.is_empty() {
-            let batch = state::log_batch(&sync.name, plan.run, &logs);
-            lake.append(&state::table(state::LOG), vec![batch]).await?;
-        }
-        if !states.is_empty() {
-            let table = state::table(state::STATE);
-            let app = state::txn_app(&sync.name);
-            let version = lake.txn_version(&table, &app).await?.unwrap_or(0) + 1;
-            let batch = state::state_batch(&sync.name, plan.run, &states);
-            let write = if fresh {
-                let keep: Vec<usize> = (0..batch.num_columns())
-                    .filter(|&i| batch.schema().field(i).name() != state::DELETE)
-                    .collect();
-                let batch = batch
-                    .project(&keep)
-                    .map_err(|e| ActivateError::Internal(e.to_string()))?;
-                lake.append(&table, vec![batch])
-            } else {
-                lake.merge(&table, vec![batch], &["sync", "key"])
-                    .with_delete_column(state::DELETE)
-                    .with_kept_when_null("payload")
-            };
-            write
-                .with_txn(Txn::new(app, version))
-                .with_metadata("tideway.sync", json!({"sync": sync.name, "run": plan.run}))
-                .await?;
-        }
-        Ok(())
+        state::commit(
+            lake,
+            &sync.name,
+            plan.run,
+            &states,
+            &logs,
+            (&dead, &sync.source),
+            fresh,
+        )
+        .await
     }
 
     /// The event a changed row becomes; `Ok(None)` when nothing is sent (`on_delete =

@@ -11,9 +11,12 @@
 //!   `sync:<name>`, so the state moves exactly once per committed chunk.
 //! - `sync_log`: one row per row acted on per run: `op` (added, changed, removed, invalid),
 //!   `status` (delivered, filtered, skipped, rejected, failed, dead, invalid), the destination's
-//!   `message`, `attempts`, `latency_ms`, `message_id`. Appended just before the state commit
-//!   it describes; a crash between the two leaves log rows of a chunk whose state did not
-//!   move, and the rerun sends (and logs) those rows again: the log shows every send.
+//!   `message`, `attempts`, `latency_ms`, `message_id`. A chunk's log rows (and dead letters)
+//!   commit with its state, as one transaction ([`commit`]): they are staged as data files
+//!   first, the state commit names them, and they are added to their tables under the same
+//!   transaction version right after. A crash before the state commit leaves neither (the
+//!   rerun sends and logs the rows again); a crash after it leaves the state's commit naming
+//!   files not yet added, which the next run of the sync adds first ([`roll_forward`]).
 //! - `sync_runs`: one row per run with its counts.
 //! - `dead_letters` (shared with the collector): rows refused `dead_letter_after` runs in a
 //!   row, with the event and the destination's last message; `tideway sync replay` resends.
@@ -25,7 +28,10 @@ use deltalake::arrow::array::{
     TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use tideway_lake::{Lake, SYSTEM_SCHEMA, TableName};
+use serde_json::json;
+use tideway_lake::{Lake, SYSTEM_SCHEMA, Staged, TableName, Txn};
+
+use crate::{ActivateError, Result};
 
 pub const STATE: &str = "sync_state";
 pub const LOG: &str = "sync_log";
@@ -40,6 +46,105 @@ pub fn table(name: &str) -> TableName {
 /// The Delta transaction id of a sync's state commits.
 pub fn txn_app(sync: &str) -> String {
     format!("sync:{sync}")
+}
+
+/// The `commitInfo` key of a sync's state commits: `{"sync", "run", "txn", "staged"}`, where
+/// `staged` lists the log and dead-letter files that belong to the commit.
+pub const COMMIT_KEY: &str = "tideway.sync";
+
+/// Commits one chunk of a run: `states` merged into `sync_state` (appended when `fresh`: no
+/// key of the sync is there yet), and with them, in the same transaction, `logs` into
+/// `sync_log` and `dead` into `dead_letters` (see the module docs). Without state rows the
+/// log and dead letters are appended on their own.
+pub async fn commit(
+    lake: &Lake,
+    sync: &str,
+    run: i64,
+    states: &[StateRow],
+    logs: &[LogRow],
+    (dead, source): (&[DeadRow], &str),
+    fresh: bool,
+) -> Result<()> {
+    let dead = (!dead.is_empty()).then(|| dead_batch(&format!("sync:{sync}"), source, dead));
+    let log = (!logs.is_empty()).then(|| log_batch(sync, run, logs));
+    let with_state = [(DEAD_LETTERS, dead), (LOG, log)]
+        .into_iter()
+        .filter_map(|(t, batch)| batch.map(|b| (table(t), b)));
+    if states.is_empty() {
+        for (name, batch) in with_state {
+            lake.append(&name, vec![batch]).await?;
+        }
+        return Ok(());
+    }
+    let mut staged = Vec::new();
+    for (name, batch) in with_state {
+        staged.push(lake.stage(&name, vec![batch]).await?);
+    }
+    let name = table(STATE);
+    let app = txn_app(sync);
+    let version = lake.txn_version(&name, &app).await?.unwrap_or(0) + 1;
+    let batch = state_batch(sync, run, states);
+    let write = if fresh {
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| batch.schema().field(i).name() != DELETE)
+            .collect();
+        let batch = batch
+            .project(&keep)
+            .map_err(|e| ActivateError::Internal(e.to_string()))?;
+        lake.append(&name, vec![batch])
+    } else {
+        lake.merge(&name, vec![batch], &["sync", "key"])
+            .with_delete_column(DELETE)
+            .with_kept_when_null("payload")
+    };
+    let meta = json!({"sync": sync, "run": run, "txn": version, "staged": staged});
+    write
+        .with_txn(Txn::new(app.clone(), version))
+        .with_metadata(COMMIT_KEY, meta)
+        .await?;
+    for files in &staged {
+        lake.commit_staged(files, Txn::new(app.clone(), version))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Finishes the last chunk of `sync` that a crash cut between its state commit and the
+/// commits of its log and dead letters (see the module docs); returns the rows it added. A
+/// run calls it before its first commit, so only the sync's newest state commit can be
+/// unfinished.
+pub async fn roll_forward(lake: &Lake, sync: &str) -> Result<u64> {
+    let last = lake
+        .find_commit_metadata(&table(STATE), COMMIT_KEY, None, |m| m["sync"] == sync)
+        .await?;
+    let Some(last) = last else {
+        return Ok(0);
+    };
+    let (Some(version), Some(staged)) = (last["txn"].as_i64(), last.get("staged")) else {
+        return Ok(0);
+    };
+    let staged: Vec<Staged> = serde_json::from_value(staged.clone()).map_err(|e| {
+        ActivateError::Internal(format!(
+            "the staged files of sync `{sync}`'s commit {version} cannot be read: {e}"
+        ))
+    })?;
+    let mut rows = 0;
+    for files in &staged {
+        let commit = lake
+            .commit_staged(files, Txn::new(txn_app(sync), version))
+            .await?;
+        if !commit.skipped {
+            tracing::warn!(
+                sync,
+                table = files.table,
+                rows = files.rows,
+                txn = version,
+                "a crash cut the last chunk after its state commit: its rows are committed now"
+            );
+            rows += files.rows;
+        }
+    }
+    Ok(rows)
 }
 
 /// Data files of `sync_state` past which a run compacts it. Every chunk a run commits adds a

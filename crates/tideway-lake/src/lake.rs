@@ -308,16 +308,35 @@ impl Lake {
         key: &str,
         limit: usize,
     ) -> Result<Option<serde_json::Value>> {
+        self.find_commit_metadata(name, key, Some(limit), |_| true)
+            .await
+    }
+
+    /// The value of `key` in the newest commit of `name` whose value there satisfies `wanted`,
+    /// among the last `limit` commits (all of them if `None`). Commits are read newest first
+    /// and the search stops at the first match, so finding a recent commit costs little
+    /// however long the history is.
+    pub async fn find_commit_metadata(
+        &self,
+        name: &TableName,
+        key: &str,
+        limit: Option<usize>,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<Option<serde_json::Value>> {
         let Some(table) = self.load(name).await? else {
             return Ok(None);
         };
-        let infos: Vec<_> = table
-            .history(Some(limit))
-            .try_collect()
+        let mut infos = table.history(limit);
+        while let Some(mut info) = infos
+            .try_next()
             .await
-            .map_err(|e| LakeError::delta(name, e))?;
-        // Newest first.
-        Ok(infos.into_iter().find_map(|mut info| info.info.remove(key)))
+            .map_err(|e| LakeError::delta(name, e))?
+        {
+            if let Some(value) = info.info.remove(key).filter(|v| wanted(v)) {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
     }
 
     /// The rows of `name` as of version `to` that were written after version `from`: the rows

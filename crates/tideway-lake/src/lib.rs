@@ -28,6 +28,7 @@ pub mod maintenance;
 mod merge;
 pub mod name;
 pub mod sql;
+mod stage;
 pub mod write;
 
 pub use deltalake;
@@ -39,4 +40,5 @@ pub use lake::{Lake, TableInfo, closest};
 pub use maintenance::{DEFAULT_RETENTION, OptimizeReport, VacuumReport};
 pub use name::{SYSTEM_SCHEMA, TableName};
 pub use sql::{Executed, QueryResult, SqlOutput};
+pub use stage::Staged;
 pub use write::{Commit, Txn, Write, WriteMode};

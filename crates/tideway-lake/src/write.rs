@@ -521,7 +521,7 @@ impl Write {
 
 /// Plans the evolution for every distinct batch schema and reshapes each batch to the final
 /// target schema.
-fn evolve_all(
+pub(crate) fn evolve_all(
     table: Option<&Schema>,
     batches: &[RecordBatch],
 ) -> Result<(Evolution, Vec<RecordBatch>)> {

@@ -2,6 +2,7 @@
 //! the destinations against fakes that speak their APIs, the sync files, and live connections
 //! over the collector's event log.
 
+mod commit;
 mod conformance;
 mod forward;
 mod golden;

@@ -45,7 +45,7 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-fn table(rows: &BTreeMap<i64, i64>) -> RecordBatch {
+pub fn table(rows: &BTreeMap<i64, i64>) -> RecordBatch {
     let schema = Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("v", DataType::Int64, true),

@@ -140,3 +140,100 @@ async fn concurrent_writers_with_the_same_transaction_land_once() {
     assert_eq!(written, 1, "exactly one of the racing writers commits");
     assert_eq!(count(&lake, "events.tracks").await, 51);
 }
+
+/// Staged files are invisible until committed, commit once under their transaction, create
+/// the table and evolve its schema as an append would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_files_show_only_once_committed_and_commit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    let t: TableName = "_tideway.log".parse().unwrap();
+
+    // A table that does not exist yet is created, empty.
+    let staged = lake.stage(&t, vec![rows(0..10)]).await.unwrap();
+    assert_eq!((staged.rows, staged.files.len()), (10, 1));
+    assert_eq!(count(&lake, "_tideway.log").await, 0);
+
+    // The staged files travel as JSON (in another table's commit) and commit from there.
+    let json = serde_json::to_value(&staged).unwrap();
+    let staged: tideway_lake::Staged = serde_json::from_value(json).unwrap();
+    let first = lake
+        .commit_staged(&staged, Txn::new("sync:a", 1))
+        .await
+        .unwrap();
+    assert!(!first.skipped);
+    assert_eq!(count(&lake, "_tideway.log").await, 10);
+    let again = lake
+        .commit_staged(&staged, Txn::new("sync:a", 1))
+        .await
+        .unwrap();
+    assert!(again.skipped);
+    assert_eq!(count(&lake, "_tideway.log").await, 10);
+    assert_eq!(lake.txn_version(&t, "sync:a").await.unwrap(), Some(1));
+
+    // Rows with a new column: the column is added before the files are written.
+    let wider = {
+        let b = rows(10..13);
+        let mut fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("extra", DataType::Utf8, true));
+        let mut columns = b.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec![
+            Some("x"),
+            None,
+            Some("z"),
+        ])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    let staged = lake.stage(&t, vec![wider]).await.unwrap();
+    assert_eq!(count(&lake, "_tideway.log").await, 10);
+    lake.commit_staged(&staged, Txn::new("sync:a", 2))
+        .await
+        .unwrap();
+    let SqlOutput::Rows(r) = lake
+        .sql("SELECT count(extra) FROM _tideway.log")
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let extra = r.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!((count(&lake, "_tideway.log").await, extra), (13, 2));
+
+    // Files staged and never committed (the other commit failed) stay invisible.
+    lake.stage(&t, vec![rows(100..200)]).await.unwrap();
+    assert_eq!(count(&lake, "_tideway.log").await, 13);
+}
+
+/// A staged file a vacuum removed before its late commit is left out rather than referenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_file_that_is_gone_is_left_out_of_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    let t: TableName = "_tideway.log".parse().unwrap();
+    let kept = lake.stage(&t, vec![rows(0..5)]).await.unwrap();
+    let gone = lake.stage(&t, vec![rows(5..10)]).await.unwrap();
+    std::fs::remove_file(dir.path().join("_tideway/log").join(&gone.files[0].path)).unwrap();
+    let both = tideway_lake::Staged {
+        files: [kept.files, gone.files].concat(),
+        rows: 10,
+        ..kept
+    };
+    lake.commit_staged(&both, Txn::new("sync:a", 1))
+        .await
+        .unwrap();
+    assert_eq!(count(&lake, "_tideway.log").await, 5);
+}
