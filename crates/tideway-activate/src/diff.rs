@@ -354,38 +354,58 @@ impl Differ {
         let keys = Text::of(batch.column(0))?;
         let hashes = cast(batch.column(1), &DataType::Binary)?;
         let hashes = hashes.as_binary::<i32>();
+        let code = |status| self.held.status_code(status);
+        let (sending, rejected, dead) =
+            (code(crate::state::SENDING), code("rejected"), code("dead"));
         let mut old = OldColumns::default();
         let mut picked: Vec<u32> = Vec::new();
-        for i in 0..batch.num_rows() {
-            let Some(key) = keys.get(i) else {
-                picked.push(i as u32);
-                old.push(None, None, 0, None, 1);
-                continue;
-            };
-            let d = digest(key);
-            let copies = self.copies.get(&d).copied().unwrap_or(1);
-            let Some(at) = self.held.find(d) else {
-                picked.push(i as u32);
-                old.push(None, None, 0, None, copies);
-                continue;
-            };
-            self.held.entry_mut(at).seen = true;
-            let held = self.held.entry(at);
-            let hash = sixteen(hashes.value(i))?;
-            let status = self.held.status(at);
-            let same = held.hash() == Some(&hash);
-            let send = status == "sending"
-                || (same && matches!(status, "rejected" | "dead"))
-                || (!same && self.held.dead(d) != Some(&hash));
-            if send {
-                picked.push(i as u32);
-                old.push(
-                    Some(key),
-                    held.hash(),
-                    self.held.attempts(at),
-                    Some(status),
-                    copies,
-                );
+        // Rows go through the table in groups: the digests and first slots of a group, then
+        // their entries, each step's loads independent of one another (see `Held::probe`).
+        const GROUP: usize = 32;
+        let mut probes = [None; GROUP];
+        let mut digests = [None; GROUP];
+        for start in (0..batch.num_rows()).step_by(GROUP) {
+            let rows = start..(start + GROUP).min(batch.num_rows());
+            for (j, i) in rows.clone().enumerate() {
+                digests[j] = keys.get(i).map(digest);
+                probes[j] = digests[j].and_then(|d| self.held.probe(d));
+            }
+            let mut found = [None; GROUP];
+            for j in 0..rows.len() {
+                if let (Some(d), Some(p)) = (digests[j], probes[j]) {
+                    found[j] = self.held.find_from(d, p);
+                }
+            }
+            for (j, i) in rows.enumerate() {
+                let (Some(key), Some(d)) = (keys.get(i), digests[j]) else {
+                    picked.push(i as u32);
+                    old.push(None, None, 0, None, 1);
+                    continue;
+                };
+                let copies = self.copies.get(&d).copied().unwrap_or(1);
+                let Some(at) = found[j] else {
+                    picked.push(i as u32);
+                    old.push(None, None, 0, None, copies);
+                    continue;
+                };
+                self.held.entry_mut(at).seen = true;
+                let held = self.held.entry(at);
+                let hash = sixteen(hashes.value(i))?;
+                let status = Some(held.status);
+                let same = held.hash() == Some(&hash);
+                let send = status == sending
+                    || (same && (status == rejected || status == dead))
+                    || (!same && self.held.dead(d) != Some(&hash));
+                if send {
+                    picked.push(i as u32);
+                    old.push(
+                        Some(key),
+                        held.hash(),
+                        self.held.attempts(at),
+                        Some(self.held.status(at)),
+                        copies,
+                    );
+                }
             }
         }
         if picked.is_empty() {

@@ -20,12 +20,9 @@ use crate::config::{Backfill, EventType, Field, Mode, OnDelete, SyncConfig};
 use crate::delivery::{Delivery, RetryPolicy};
 use crate::destination::{Destination, Op, OutboundEvent, Outcome};
 use crate::diff::{self, Bytes, Text, col};
-use crate::state::{self, DeadRow, LogRow, RunCounts, StateRow};
+use crate::state::{self, DeadRow, LogRow, RunCounts, SENDING, StateRow};
 use crate::transform::{Chain, Limits, Source};
 use crate::{ActivateError, Result};
-
-/// The state of a row being delivered (see the write-ahead in `chunk`).
-const SENDING: &str = "sending";
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -228,6 +225,19 @@ impl SyncJob {
         result.map(|()| report)
     }
 
+    /// The differ of this sync's next run, started as a run starts it: the rows a run would
+    /// act on, for benchmarks and tools, with nothing sent or committed.
+    pub async fn differ(&self, lake: &Lake) -> Result<diff::Differ> {
+        let plan = self.plan(lake, chrono::Utc::now()).await?;
+        self.start_diff(lake, &plan).await
+    }
+
+    async fn start_diff(&self, lake: &Lake, plan: &Plan) -> Result<diff::Differ> {
+        let sync = &self.config;
+        let source: TableName = sync.source.parse()?;
+        diff::Differ::start(lake, &sync.name, &source, &sync.key, &plan.read, plan.seed).await
+    }
+
     async fn plan(&self, lake: &Lake, started: chrono::DateTime<chrono::Utc>) -> Result<Plan> {
         let sync = &self.config;
         let source: TableName = sync.source.parse()?;
@@ -308,10 +318,7 @@ impl SyncJob {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<()> {
         let sync = &self.config;
-        let source: TableName = sync.source.parse()?;
-        let mut differ =
-            diff::Differ::start(lake, &sync.name, &source, &sync.key, &plan.read, plan.seed)
-                .await?;
+        let mut differ = self.start_diff(lake, plan).await?;
         if differ.duplicated_keys > MAX_DUPLICATED_KEYS {
             return Err(ActivateError::Source {
                 sync: sync.name.clone(),

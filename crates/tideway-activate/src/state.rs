@@ -38,6 +38,9 @@ pub const LOG: &str = "sync_log";
 pub const RUNS: &str = "sync_runs";
 pub const DEAD_LETTERS: &str = "dead_letters";
 
+/// The status of a state row whose delivery a run had started (see the module docs).
+pub const SENDING: &str = "sending";
+
 /// `_tideway.<table>`.
 pub fn table(name: &str) -> TableName {
     TableName::new(SYSTEM_SCHEMA, name).expect("system table names are valid")

@@ -50,6 +50,7 @@ impl Lake {
         let table = self.table(name).await?;
         let mut builder = table
             .optimize()
+            .with_writer_properties(crate::write::writer_properties())
             .with_session_state(Arc::new(self.session().state()));
         if let Some(size) = target_size.and_then(std::num::NonZeroU64::new) {
             builder = builder.with_target_size(size);

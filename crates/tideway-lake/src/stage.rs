@@ -56,8 +56,9 @@ impl Lake {
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let batches = self.conform(name, batches).await?;
         let table = self.table(name).await?;
-        let mut writer =
-            RecordBatchWriter::for_table(&table).map_err(|e| LakeError::delta(name, e))?;
+        let mut writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| LakeError::delta(name, e))?
+            .with_writer_properties(crate::write::writer_properties());
         for batch in batches {
             writer
                 .write(batch)

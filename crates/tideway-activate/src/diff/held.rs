@@ -137,18 +137,37 @@ impl Held {
         self.slots = slots;
     }
 
-    /// The entry of the key with `digest`.
-    pub fn find(&self, digest: u128) -> Option<usize> {
-        let d = digest.to_le_bytes();
+    /// Where the search for `digest` starts, and the slot's content: a load that does not
+    /// depend on any other. The differ takes these for a group of rows first, so that the
+    /// cache misses of the group overlap instead of following one another.
+    pub fn probe(&self, digest: u128) -> Option<(usize, u32)> {
         let mask = self.slots.len().checked_sub(1)?;
-        let mut p = low(&d) & mask;
+        let p = low(&digest.to_le_bytes()) & mask;
+        Some((p, self.slots[p]))
+    }
+
+    /// The entry of the key with `digest`, searched from its [`Held::probe`].
+    pub fn find_from(&self, digest: u128, (mut p, mut slot): (usize, u32)) -> Option<usize> {
+        let d = digest.to_le_bytes();
+        let mask = self.slots.len() - 1;
         loop {
-            match self.slots[p] {
+            match slot {
                 0 => return None,
                 s if self.entries[s as usize - 1].digest == d => return Some(s as usize - 1),
-                _ => p = (p + 1) & mask,
+                _ => {
+                    p = (p + 1) & mask;
+                    slot = self.slots[p];
+                }
             }
         }
+    }
+
+    /// The code [`Entry::status`] has for `status`, if any entry has it.
+    pub fn status_code(&self, status: &str) -> Option<u8> {
+        self.statuses
+            .iter()
+            .position(|s| s == status)
+            .map(|n| n as u8)
     }
 
     pub fn len(&self) -> usize {
