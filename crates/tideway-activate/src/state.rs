@@ -112,14 +112,29 @@ pub async fn commit(
     Ok(())
 }
 
+/// How many of `sync_state`'s newest commits [`roll_forward`] reads before the whole history.
+const RECENT_COMMITS: usize = 1_000;
+
 /// Finishes the last chunk of `sync` that a crash cut between its state commit and the
 /// commits of its log and dead letters (see the module docs); returns the rows it added. A
 /// run calls it before its first commit, so only the sync's newest state commit can be
 /// unfinished.
 pub async fn roll_forward(lake: &Lake, sync: &str) -> Result<u64> {
-    let last = lake
-        .find_commit_metadata(&table(STATE), COMMIT_KEY, None, |m| m["sync"] == sync)
+    let state = table(STATE);
+    if lake.txn_version(&state, &txn_app(sync)).await?.is_none() {
+        return Ok(0);
+    }
+    // The sync's newest commit is usually among the table's last few (other syncs commit in
+    // between): those are listed and read first, the whole history only if it is not there.
+    let ours = |m: &serde_json::Value| m["sync"] == sync;
+    let mut last = lake
+        .find_commit_metadata(&state, COMMIT_KEY, Some(RECENT_COMMITS), ours)
         .await?;
+    if last.is_none() {
+        last = lake
+            .find_commit_metadata(&state, COMMIT_KEY, None, ours)
+            .await?;
+    }
     let Some(last) = last else {
         return Ok(0);
     };
