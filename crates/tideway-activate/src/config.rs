@@ -17,7 +17,7 @@
 //! backfill = "all"                     # first run: all | skip_existing | since:2025-01-01T00:00:00Z
 //! # time_column = "updated_at"         # the row time `since:` compares with
 //! on_delete = "ignore"                 # ignore | delete | clear_fields | event:<name>
-//! dead_letter_after = 5                # runs a refused row is retried before it is dead-lettered
+//! dead_letter_after = 5                # refusals before a row is dead-lettered, or a time: "3d", "12h"
 //!
 //! [mapping]
 //! include = ["FIRSTNAME", "LASTNAME", "SCORE", "CITY"]   # default: every column
@@ -166,7 +166,7 @@ pub struct SyncConfig {
     pub backfill: Backfill,
     pub time_column: Option<String>,
     pub on_delete: OnDelete,
-    pub dead_letter_after: u32,
+    pub dead_letter_after: DeadLetterAfter,
     /// `include`; empty = every column.
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -201,7 +201,7 @@ struct RawSync {
     backfill: Option<Spanned<String>>,
     time_column: Option<Spanned<String>>,
     on_delete: Option<Spanned<String>>,
-    dead_letter_after: Option<Spanned<u32>>,
+    dead_letter_after: Option<Spanned<RunsOrTime>>,
     #[serde(default)]
     mapping: RawMapping,
     schedule: Option<Spanned<RawSchedule>>,
@@ -238,10 +238,58 @@ struct RawMapping {
     constants: BTreeMap<String, toml::Value>,
 }
 
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RunsOrTime {
+    Runs(i64),
+    Time(String),
+}
+
+/// When a row the destination keeps refusing is given up on and dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterAfter {
+    /// At its `n`th refusal in a row (`dead_letter_after = 5`).
+    Runs(u32),
+    /// At its first refusal once this long has passed since the first refusal of the streak
+    /// (`dead_letter_after = "3d"`): a sync on a short interval retries for days, not minutes.
+    Age(std::time::Duration),
+}
+
+impl DeadLetterAfter {
+    /// Whether a row refused for the `tries`th time in a row, first refused at
+    /// `first_refused` (micros), is dead at `now` (micros).
+    pub fn is_dead(self, tries: i64, first_refused: i64, now: i64) -> bool {
+        match self {
+            DeadLetterAfter::Runs(n) => tries >= n as i64,
+            DeadLetterAfter::Age(age) => {
+                now.saturating_sub(first_refused) >= age.as_micros().min(i64::MAX as u128) as i64
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeadLetterAfter::Runs(n) => write!(f, "{n} refusals"),
+            DeadLetterAfter::Age(age) => {
+                let secs = age.as_secs();
+                match [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")]
+                    .into_iter()
+                    .find(|(unit, _)| secs % unit == 0)
+                {
+                    Some((unit, suffix)) => write!(f, "{}{suffix}", secs / unit),
+                    None => write!(f, "{secs}s"),
+                }
+            }
+        }
+    }
+}
+
 /// The event types a sync can send.
 pub const EVENT_TYPES: &[&str] = &["identify", "track", "group"];
 /// The default of `dead_letter_after`.
-pub const DEAD_LETTER_AFTER: u32 = 5;
+pub const DEAD_LETTER_AFTER: DeadLetterAfter = DeadLetterAfter::Runs(5);
 
 impl SyncConfig {
     /// Parses and checks the sync file `file`; `destinations` are the names defined in
@@ -475,16 +523,30 @@ impl SyncConfig {
             }
             _ => on_delete,
         };
-        let dead_letter_after = match raw.dead_letter_after {
-            Some(n) if *n.get_ref() == 0 => {
-                diags.at(
-                    Some(n.span()),
-                    "`dead_letter_after` counts runs and must be at least 1",
-                );
-                DEAD_LETTER_AFTER
-            }
-            Some(n) => n.into_inner(),
+        let dead_letter_after = match &raw.dead_letter_after {
             None => DEAD_LETTER_AFTER,
+            Some(value) => {
+                let parsed = match value.get_ref() {
+                    RunsOrTime::Runs(n) => u32::try_from(*n)
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .map(DeadLetterAfter::Runs),
+                    RunsOrTime::Time(t) => {
+                        tideway_core::time::parse_interval(t).map(DeadLetterAfter::Age)
+                    }
+                };
+                parsed.unwrap_or_else(|| {
+                    let given = match value.get_ref() {
+                        RunsOrTime::Runs(n) => n.to_string(),
+                        RunsOrTime::Time(t) => format!("\"{t}\""),
+                    };
+                    diags.at(
+                        Some(value.span()),
+                        format!("`dead_letter_after = {given}` is neither a number of refusals (1 or more, e.g. `5`) nor a time (e.g. `\"3d\"`, `\"12h\"`)"),
+                    );
+                    DEAD_LETTER_AFTER
+                })
+            }
         };
         let schedule = match &raw.schedule {
             None => crate::schedule::Schedule::Manual,
@@ -784,5 +846,57 @@ pub(crate) fn parse_one<T: DeserializeOwned>(
             diags.extend(errors);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_letter_after(value: &str) -> Result<DeadLetterAfter, String> {
+        let text = format!(
+            "source = \"crm.p\"\nkey = \"id\"\ndestination = \"d\"\ntype = \"identify\"\ndead_letter_after = {value}\n"
+        );
+        SyncConfig::parse(&text, "syncs/p.toml", &["d".to_string()], &[])
+            .map(|c| c.dead_letter_after)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn dead_letter_after_is_refusals_or_a_time() {
+        assert_eq!(dead_letter_after("3"), Ok(DeadLetterAfter::Runs(3)));
+        assert_eq!(
+            dead_letter_after("\"3d\""),
+            Ok(DeadLetterAfter::Age(std::time::Duration::from_secs(
+                3 * 86_400
+            )))
+        );
+        assert_eq!(
+            dead_letter_after("\"12h\""),
+            Ok(DeadLetterAfter::Age(std::time::Duration::from_secs(
+                12 * 3600
+            )))
+        );
+        assert_eq!(
+            DeadLetterAfter::Age(std::time::Duration::from_secs(7200)).to_string(),
+            "2h"
+        );
+        for (bad, shown) in [("0", "0"), ("-2", "-2"), ("\"soon\"", "\"soon\"")] {
+            let e = dead_letter_after(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("syncs/p.toml:5:21: `dead_letter_after = {shown}` is neither a number of refusals (1 or more, e.g. `5`) nor a time (e.g. `\"3d\"`, `\"12h\"`)")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_time_limit_counts_from_the_first_refusal() {
+        let hour = 3_600_000_000;
+        let after = DeadLetterAfter::Age(std::time::Duration::from_secs(2 * 3600));
+        assert!(!after.is_dead(50, 0, 2 * hour - 1));
+        assert!(after.is_dead(1, 0, 2 * hour));
+        assert!(DeadLetterAfter::Runs(3).is_dead(3, 0, 0));
+        assert!(!DeadLetterAfter::Runs(3).is_dead(2, 0, 10 * hour));
     }
 }

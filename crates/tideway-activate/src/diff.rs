@@ -53,6 +53,8 @@ use crate::{ActivateError, Result};
 
 mod held;
 
+use held::Refusals;
+
 /// The UDF `tideway_row_hash(seed, col, ...)`: 16 bytes per row.
 pub const ROW_HASH: &str = "tideway_row_hash";
 
@@ -152,6 +154,8 @@ pub mod col {
     pub const OLD_PAYLOAD: &str = "__tideway_old_payload";
     pub const ATTEMPTS: &str = "__tideway_attempts";
     pub const OLD_STATUS: &str = "__tideway_old_status";
+    /// When the key's current streak of refusals began (null: not refused).
+    pub const REFUSED_SINCE: &str = "__tideway_refused_since";
     /// How many source rows hold the row's key (more than one: the key is not unique).
     pub const COPIES: &str = "__tideway_copies";
 }
@@ -195,7 +199,8 @@ fn digest(key: &str) -> u128 {
 
 /// The rows of a sync's source to act on, batch by batch: the source's read columns, the key
 /// and hash ([`col::KEY`], [`col::HASH`]), and what the state held ([`col::OLD_KEY`],
-/// [`col::OLD_HASH`], [`col::ATTEMPTS`], [`col::OLD_STATUS`]; [`col::OLD_PAYLOAD`] is null,
+/// [`col::OLD_HASH`], [`col::ATTEMPTS`], [`col::OLD_STATUS`], [`col::REFUSED_SINCE`];
+/// [`col::OLD_PAYLOAD`] is null,
 /// see [`Differ::previous`]) and [`col::COPIES`]. Source rows come first, then the keys that
 /// left the source.
 pub struct Differ {
@@ -316,6 +321,7 @@ impl Differ {
             Field::new(col::OLD_PAYLOAD, DataType::Utf8, true),
             Field::new(col::ATTEMPTS, DataType::Int64, false),
             Field::new(col::OLD_STATUS, DataType::Utf8, true),
+            Field::new(col::REFUSED_SINCE, DataType::Int64, true),
             Field::new(col::COPIES, DataType::Int64, false),
         ]);
         differ.schema = Arc::new(Schema::new(fields));
@@ -379,13 +385,13 @@ impl Differ {
             for (j, i) in rows.enumerate() {
                 let (Some(key), Some(d)) = (keys.get(i), digests[j]) else {
                     picked.push(i as u32);
-                    old.push(None, None, 0, None, 1);
+                    old.push(None, None, Refusals::default(), None, 1);
                     continue;
                 };
                 let copies = self.copies.get(&d).copied().unwrap_or(1);
                 let Some(at) = found[j] else {
                     picked.push(i as u32);
-                    old.push(None, None, 0, None, copies);
+                    old.push(None, None, Refusals::default(), None, copies);
                     continue;
                 };
                 self.held.entry_mut(at).seen = true;
@@ -401,7 +407,7 @@ impl Differ {
                     old.push(
                         Some(key),
                         held.hash(),
-                        self.held.attempts(at),
+                        self.held.refusals(at),
                         Some(self.held.status(at)),
                         copies,
                     );
@@ -435,7 +441,7 @@ impl Differ {
             old.push(
                 Some(&key),
                 self.held.entry(i).hash(),
-                self.held.attempts(i),
+                self.held.refusals(i),
                 Some(self.held.status(i)),
                 0,
             );
@@ -602,25 +608,27 @@ struct OldColumns {
     payload: StringBuilder,
     attempts: Int64Builder,
     status: StringBuilder,
+    refused_since: Int64Builder,
     copies: Int64Builder,
 }
 
 impl OldColumns {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     fn push(
         &mut self,
         key: Option<&str>,
         hash: Option<&[u8; 16]>,
-        attempts: i64,
+        refusals: Refusals,
         status: Option<&str>,
         copies: u32,
     ) {
         self.key.append_option(key);
         self.hash.append_option(hash);
         self.payload.append_null();
-        self.attempts.append_value(attempts);
+        self.attempts.append_value(refusals.attempts);
         self.status.append_option(status);
+        self.refused_since.append_option(refusals.since);
         self.copies.append_value(copies as i64);
     }
 
@@ -631,6 +639,7 @@ impl OldColumns {
             Arc::new(self.payload.finish()),
             Arc::new(self.attempts.finish()),
             Arc::new(self.status.finish()),
+            Arc::new(self.refused_since.finish()),
             Arc::new(self.copies.finish()),
         ]
     }

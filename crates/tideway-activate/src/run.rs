@@ -2,11 +2,12 @@
 //!
 //! The diff (see [`crate::diff`]) streams; rows are taken in chunks (`chunk_rows`), and each
 //! chunk is turned into events, transformed, delivered, and committed before the next one is
-//! read: the log rows, then the state under the Delta transaction `sync:<name>`. The state
-//! moves only for rows whose every event the destination accepted (or that a transformation
-//! dropped); a refused row keeps its last accepted version, so the next run sends its latest
-//! values again, until `dead_letter_after` runs have refused it. A crash at any point, then a
-//! rerun, re-sends at most the chunk in flight and loses nothing.
+//! read: its state, log rows and dead letters as one transaction `sync:<name>` (see
+//! [`crate::state::commit`]). The state moves only for rows whose every event the destination
+//! accepted (or that a transformation dropped); a refused row keeps its last accepted version,
+//! so the next run sends its latest values again, until it has been refused
+//! `dead_letter_after` runs in a row (or for that long). A crash at any point, then a rerun,
+//! re-sends at most the chunk in flight and loses nothing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +36,9 @@ pub struct RunOptions {
     pub chunk_rows: usize,
     pub retry: RetryPolicy,
     pub limits: Limits,
+    /// The run's start time, which a time-based `dead_letter_after` counts from; `None`: now
+    /// (tests set it to move the clock).
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for RunOptions {
@@ -45,6 +49,7 @@ impl Default for RunOptions {
             chunk_rows: 10_000,
             retry: RetryPolicy::default(),
             limits: Limits::default(),
+            started: None,
         }
     }
 }
@@ -88,6 +93,8 @@ struct DiffRow {
     old_key: Option<String>,
     old_payload: Option<String>,
     attempts: i64,
+    /// When the current streak of `attempts` refusals began (micros).
+    refused_since: Option<i64>,
     /// The state row's status: `sending` when a run crashed while delivering this row.
     old_status: Option<String>,
     /// Source rows holding this row's key.
@@ -175,7 +182,7 @@ impl SyncJob {
         options: &RunOptions,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<RunReport> {
-        let started = chrono::Utc::now();
+        let started = options.started.unwrap_or_else(chrono::Utc::now);
         let clock = Instant::now();
         let after_version = match &self.config.schedule {
             crate::schedule::Schedule::After(table) => table_version(lake, table).await?,
@@ -464,6 +471,7 @@ impl SyncJob {
                     dead_hash: None,
                     status: "forgotten",
                     attempts: 0,
+                    refused_since: None,
                     message: None,
                     delete: true,
                 });
@@ -603,6 +611,7 @@ impl SyncJob {
                     dead_hash: None,
                     status: SENDING,
                     attempts: row.attempts,
+                    refused_since: row.refused_since,
                     message: None,
                     delete: false,
                 }
@@ -710,7 +719,9 @@ impl SyncJob {
             let (code, message) = refusal.expect("the other cases continue");
             push_problem(&mut report.problems, &key, &message);
             let tries = row.attempts + 1;
-            let is_dead = tries >= sync.dead_letter_after as i64;
+            let now = plan.started.timestamp_micros();
+            let since = row.refused_since.unwrap_or(now);
+            let is_dead = sync.dead_letter_after.is_dead(tries, since, now);
             // A row a crashed run was delivering may be at the destination in a version the
             // state does not know: it stays `sending` until a delivery of it is accepted, so
             // that its removal, or its return to the accepted version, is still sent.
@@ -723,6 +734,7 @@ impl SyncJob {
                 dead_hash: None,
                 status: if was_sending { SENDING } else { "rejected" },
                 attempts: tries,
+                refused_since: Some(since),
                 message: Some(message.clone()),
                 delete: false,
             };
@@ -734,7 +746,12 @@ impl SyncJob {
                 dead.push(DeadRow {
                     key: key.clone(),
                     code,
-                    reason: format!("refused {tries} runs in a row; last: {message}"),
+                    reason: format!(
+                        "refused {tries} runs in a row since {}; last: {message}",
+                        chrono::DateTime::from_timestamp_micros(since)
+                            .unwrap_or_default()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
                     message_id: message_id.clone(),
                     payload: event.to_string(),
                 });
@@ -1049,6 +1066,7 @@ fn accepted(key: &str, row: &DiffRow) -> StateRow {
         dead_hash: None,
         status: "accepted",
         attempts: 0,
+        refused_since: None,
         message: None,
         delete: false,
     }
@@ -1094,6 +1112,7 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
             .map_err(|e| ActivateError::Internal(format!("{name}: {e}")))
     };
     let attempts = int64(col::ATTEMPTS)?;
+    let refused_since = int64(col::REFUSED_SINCE)?;
     let copies = int64(col::COPIES)?;
     let value = |column: &Option<ArrayRef>, i: usize, default: i64| {
         column.as_ref().map_or(default, |a| {
@@ -1117,6 +1136,10 @@ fn diff_rows(batch: &RecordBatch, read: &[String]) -> Result<Vec<DiffRow>> {
                 old_payload: owned(&old_payloads, i),
                 old_status: owned(&old_statuses, i),
                 attempts: value(&attempts, i, 0),
+                refused_since: refused_since.as_ref().and_then(|a| {
+                    let a = a.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+                    a.is_valid(i).then(|| a.value(i))
+                }),
                 copies: value(&copies, i, 1),
             }
         })
@@ -1225,8 +1248,20 @@ pub async fn replay(lake: &Lake, sync: &str) -> Result<u64> {
     .await?
     .unwrap_or(0);
     if n > 0 {
+        // A replayed row starts a new streak of refusals (a state written before
+        // `refused_since` existed has no such column).
+        let has_since = lake
+            .schema(&state::table(state::STATE))
+            .await?
+            .column_with_name(state::REFUSED_SINCE)
+            .is_some();
+        let since = if has_since {
+            format!(", {} = NULL", state::REFUSED_SINCE)
+        } else {
+            String::new()
+        };
         lake.execute(&format!(
-            "UPDATE _tideway.sync_state SET dead_hash = NULL, attempts = 0, status = 'rejected' WHERE {filter}"
+            "UPDATE _tideway.sync_state SET dead_hash = NULL, attempts = 0{since}, status = 'rejected' WHERE {filter}"
         ))
         .await?;
     }

@@ -6,8 +6,8 @@
 //!   written ahead, so a crash mid-delivery makes the next run send or remove the row again
 //!   even if it was never accepted; a refusal keeps it, as the destination may still hold what
 //!   the crashed run sent, until a delivery is accepted), `attempts` (refusals since the last
-//!   acceptance), `dead_hash` (the version dead-lettered: not retried until it changes), the
-//!   last `run` and `message`. Merged by (sync, key) under the Delta transaction
+//!   acceptance), `refused_since` (when the first of them happened), `dead_hash` (the version
+//!   dead-lettered: not retried until it changes), the last `run` and `message`. Merged by (sync, key) under the Delta transaction
 //!   `sync:<name>`, so the state moves exactly once per committed chunk.
 //! - `sync_log`: one row per row acted on per run: `op` (added, changed, removed, invalid),
 //!   `status` (delivered, filtered, skipped, rejected, failed, dead, invalid), the destination's
@@ -19,7 +19,8 @@
 //!   files not yet added, which the next run of the sync adds first ([`roll_forward`]).
 //! - `sync_runs`: one row per run with its counts.
 //! - `dead_letters` (shared with the collector): rows refused `dead_letter_after` runs in a
-//!   row, with the event and the destination's last message; `tideway sync replay` resends.
+//!   row (or for `dead_letter_after` days, hours...), with the event and the destination's
+//!   last message; `tideway sync replay` resends.
 
 use std::sync::Arc;
 
@@ -37,6 +38,9 @@ pub const STATE: &str = "sync_state";
 pub const LOG: &str = "sync_log";
 pub const RUNS: &str = "sync_runs";
 pub const DEAD_LETTERS: &str = "dead_letters";
+
+/// The column of `sync_state` saying when a key's current streak of refusals began.
+pub const REFUSED_SINCE: &str = "refused_since";
 
 /// The status of a state row whose delivery a run had started (see the module docs).
 pub const SENDING: &str = "sending";
@@ -207,6 +211,8 @@ pub struct StateRow {
     pub dead_hash: Option<Vec<u8>>,
     pub status: &'static str,
     pub attempts: i64,
+    /// When the first of `attempts` refusals happened (micros since the epoch).
+    pub refused_since: Option<i64>,
     pub message: Option<String>,
     /// Delete the state row (accepted removal, or a pending row whose source row is gone).
     pub delete: bool,
@@ -247,6 +253,7 @@ pub fn state_batch(sync: &str, run: i64, rows: &[StateRow]) -> RecordBatch {
         Field::new("run", DataType::Int64, false),
         Field::new("updated_at", ts(), false),
         Field::new("message", DataType::Utf8, true),
+        Field::new(REFUSED_SINCE, ts(), true),
         Field::new(DELETE, DataType::Boolean, false),
     ]);
     let binary = |f: &dyn Fn(&StateRow) -> Option<&Vec<u8>>| {
@@ -272,6 +279,10 @@ pub fn state_batch(sync: &str, run: i64, rows: &[StateRow]) -> RecordBatch {
         Arc::new(StringArray::from_iter(
             rows.iter().map(|r| r.message.as_deref()),
         )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.refused_since))
+                .with_timezone("UTC"),
+        ),
         Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.delete)))),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).expect("state columns match their schema")

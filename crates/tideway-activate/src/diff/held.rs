@@ -1,7 +1,7 @@
 //! What a sync's state holds, in memory for one diff: per key its digest, the accepted hash and
 //! the status, 35 bytes a key in one vector, found through an open-addressing table of `u32`
 //! slots (4 to 8 bytes a key). Ten million keys take about 0.5 GB with their text, against
-//! 1.5 GB or more in a general-purpose map of the same entries. Attempts and dead-lettered
+//! 1.5 GB or more in a general-purpose map of the same entries. Refusals and dead-lettered
 //! hashes, rare, are kept apart.
 
 use std::collections::HashMap;
@@ -9,14 +9,16 @@ use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray};
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::datatypes::{DataType, Int64Type};
 use deltalake::datafusion::catalog::TableProvider;
+use deltalake::datafusion::common::ScalarValue;
 use deltalake::datafusion::execution::SendableRecordBatchStream;
-use deltalake::datafusion::prelude::{col as column, lit};
+use deltalake::datafusion::prelude::{cast as cast_to, col as column, lit};
 use futures::StreamExt;
 use tideway_lake::Lake;
 
 use super::{Bytes, Text, digest, sixteen};
+use crate::state::REFUSED_SINCE;
 use crate::{ActivateError, Result};
 
 /// One key the state holds.
@@ -48,8 +50,17 @@ pub(super) struct Held {
     keys: Vec<ArrayRef>,
     starts: Vec<usize>,
     statuses: Vec<String>,
-    attempts: HashMap<u32, i64>,
+    refusals: HashMap<u32, Refusals>,
     dead: HashMap<u128, [u8; 16]>,
+}
+
+/// How a key's current streak of refusals stands (none: the default).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub(super) struct Refusals {
+    /// Refusals since the destination last accepted the key.
+    pub attempts: i64,
+    /// When the first of them happened (micros since the epoch).
+    pub since: Option<i64>,
 }
 
 /// What one partition of the state scan gives.
@@ -58,7 +69,7 @@ struct Part {
     entries: Vec<Entry>,
     keys: Vec<ArrayRef>,
     statuses: Vec<String>,
-    attempts: Vec<(u32, i64)>,
+    refusals: Vec<(u32, Refusals)>,
     dead: Vec<(u128, [u8; 16])>,
 }
 
@@ -66,11 +77,23 @@ impl Held {
     /// Reads the keys, hashes and statuses (not the stored values) `state` holds for `sync`,
     /// one task per partition of the scan.
     pub async fn read(lake: &Lake, state: Arc<dyn TableProvider>, sync: &str) -> Result<Held> {
+        // `refused_since` came later: a state written before it has none.
+        let since = match state.schema().column_with_name(REFUSED_SINCE) {
+            Some(_) => cast_to(column(REFUSED_SINCE), DataType::Int64),
+            None => lit(ScalarValue::Int64(None)),
+        };
         let df = lake
             .session()
             .read_table(state)?
             .filter(column("sync").eq(lit(sync)))?
-            .select_columns(&["key", "hash", "dead_hash", "status", "attempts"])?;
+            .select(vec![
+                column("key"),
+                column("hash"),
+                column("dead_hash"),
+                column("status"),
+                column("attempts"),
+                since.alias(REFUSED_SINCE),
+            ])?;
         let tasks: Vec<_> = df
             .execute_stream_partitioned()
             .await?
@@ -111,8 +134,8 @@ impl Held {
             );
             self.keys.push(keys);
         }
-        self.attempts
-            .extend(part.attempts.into_iter().map(|(i, n)| (offset + i, n)));
+        self.refusals
+            .extend(part.refusals.into_iter().map(|(i, r)| (offset + i, r)));
         self.dead.extend(part.dead);
     }
 
@@ -186,8 +209,8 @@ impl Held {
         &self.statuses[self.entries[i].status as usize]
     }
 
-    pub fn attempts(&self, i: usize) -> i64 {
-        self.attempts.get(&(i as u32)).copied().unwrap_or(0)
+    pub fn refusals(&self, i: usize) -> Refusals {
+        self.refusals.get(&(i as u32)).copied().unwrap_or_default()
     }
 
     /// The dead-lettered hash of the key with `digest`, if any.
@@ -227,7 +250,9 @@ async fn read_part(mut stream: SendableRecordBatchStream) -> Result<Part> {
         let dead = Bytes::of(batch.column(2))?;
         let statuses = Text::of(batch.column(3))?;
         let attempts = cast(batch.column(4), &DataType::Int64)?;
-        let attempts = attempts.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let attempts = attempts.as_primitive::<Int64Type>();
+        let since = cast(batch.column(5), &DataType::Int64)?;
+        let since = since.as_primitive::<Int64Type>();
         part.entries.reserve(batch.num_rows());
         for i in 0..batch.num_rows() {
             let d = digest(text.get(i).unwrap_or_default());
@@ -242,9 +267,16 @@ async fn read_part(mut stream: SendableRecordBatchStream) -> Result<Part> {
             if let Some(dead) = dead.get(i) {
                 part.dead.push((d, sixteen(dead)?));
             }
-            if attempts.is_valid(i) && attempts.value(i) != 0 {
-                part.attempts
-                    .push((part.entries.len() as u32, attempts.value(i)));
+            let refusals = Refusals {
+                attempts: if attempts.is_valid(i) {
+                    attempts.value(i)
+                } else {
+                    0
+                },
+                since: since.is_valid(i).then(|| since.value(i)),
+            };
+            if refusals != Refusals::default() {
+                part.refusals.push((part.entries.len() as u32, refusals));
             }
             let (hash, has_hash) = match hashes.get(i) {
                 Some(hash) => (sixteen(hash)?, true),

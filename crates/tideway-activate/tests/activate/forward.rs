@@ -19,7 +19,9 @@ use tideway_activate::transform::Source;
 use tideway_collect::event::{Envelope, check};
 use tideway_collect::log::{EventLog, FileLog, FileLogOptions};
 use tideway_core::config::TimestampMode;
-use tideway_lake::{Lake, SqlOutput};
+use tideway_lake::Lake;
+
+use crate::support::dead_letters;
 
 /// A destination that can be switched off, refuses events marked `"refuse": true`, can be
 /// slowed down, and records (userId, seq) of what it accepted.
@@ -180,36 +182,6 @@ async fn open(
     )
     .await
     .unwrap()
-}
-
-async fn dead_letters(lake: &Lake) -> Vec<(String, String)> {
-    let sql = "SELECT source, reason FROM _tideway.dead_letters ORDER BY reason";
-    let SqlOutput::Rows(rows) = lake.sql(sql).await.unwrap() else {
-        panic!("rows")
-    };
-    let mut out = Vec::new();
-    for b in &rows.batches {
-        let cast = |i: usize| {
-            deltalake::arrow::compute::cast(
-                b.column(i),
-                &deltalake::arrow::datatypes::DataType::Utf8,
-            )
-            .unwrap()
-        };
-        let (a, r) = (cast(0), cast(1));
-        let a = a
-            .as_any()
-            .downcast_ref::<deltalake::arrow::array::StringArray>()
-            .unwrap();
-        let r = r
-            .as_any()
-            .downcast_ref::<deltalake::arrow::array::StringArray>()
-            .unwrap();
-        for i in 0..b.num_rows() {
-            out.push((a.value(i).to_string(), r.value(i).to_string()));
-        }
-    }
-    out
 }
 
 #[tokio::test]

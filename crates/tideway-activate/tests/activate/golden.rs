@@ -11,10 +11,11 @@
 //! CREATE TABLE crm.people (id BIGINT, name VARCHAR); INSERT INTO crm.people VALUES (1, 'Ann')
 //! -- refuse: 2 3                   keys the destination refuses from the next run on
 //! -- fail: 4                       keys it cannot take (503) from the next run on
+//! -- clock: 2026-01-03T00:00:00Z   the start time of the next runs (default: now)
 //! ```
 //!
 //! `NAME.out` holds, per run, the counts, every event delivered (sorted by key; times and
-//! message ids left out) and the problems reported. `TIDEWAY_BLESS=1` rewrites it.
+//! message ids left out), the problems reported and the dead letters written. `TIDEWAY_BLESS=1` rewrites it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,12 +29,13 @@ use tideway_activate::transform::Source;
 use tideway_activate::{RunOptions, SyncConfig, SyncJob};
 use tideway_lake::Lake;
 
-use crate::support::{Recorder, stable};
+use crate::support::{Recorder, dead_letters, stable};
 
 enum Step {
     Run { title: String, sql: String },
     Refuse(Vec<String>),
     Fail(Vec<String>),
+    Clock(chrono::DateTime<chrono::Utc>),
 }
 
 pub fn options() -> RunOptions {
@@ -90,6 +92,9 @@ async fn run_case(text: &str) -> Result<String> {
                 keys.split_whitespace().map(str::to_string).collect(),
             ));
             into = Into::Nothing;
+        } else if let Some(at) = line.strip_prefix("-- clock:") {
+            steps.push(Step::Clock(at.trim().parse()?));
+            into = Into::Nothing;
         } else if let Some(keys) = line.strip_prefix("-- fail:") {
             steps.push(Step::Fail(
                 keys.split_whitespace().map(str::to_string).collect(),
@@ -118,15 +123,18 @@ async fn run_case(text: &str) -> Result<String> {
     let recorder = Arc::new(Recorder::new());
     let job = SyncJob::new(config, recorder.clone(), &scripts, Default::default())?;
     let mut out = String::new();
+    let mut options = options();
+    let mut dead_so_far: Vec<(String, String)> = Vec::new();
     for step in steps {
         match step {
+            Step::Clock(at) => options.started = Some(at),
             Step::Refuse(keys) => *recorder.refuse.lock().unwrap() = keys.into_iter().collect(),
             Step::Fail(keys) => *recorder.fail.lock().unwrap() = keys.into_iter().collect(),
             Step::Run { title, sql } => {
                 if !sql.trim().is_empty() {
                     lake.sql(&sql).await?;
                 }
-                let report = job.run(&lake, &options(), &|_| {}).await?;
+                let report = job.run(&lake, &options, &|_| {}).await?;
                 let c = &report.counts;
                 writeln!(out, "== run {}: {title}", report.run)?;
                 writeln!(
@@ -157,6 +165,22 @@ async fn run_case(text: &str) -> Result<String> {
                 problems.sort();
                 for (key, message) in problems {
                     writeln!(out, "! {key}: {message}")?;
+                }
+                if lake
+                    .load(&"_tideway.dead_letters".parse()?)
+                    .await?
+                    .is_some()
+                {
+                    let mut old = std::mem::take(&mut dead_so_far);
+                    for letter in dead_letters(&lake).await {
+                        match old.iter().position(|l| *l == letter) {
+                            Some(at) => {
+                                old.remove(at);
+                            }
+                            None => writeln!(out, "dead letter ({}): {}", letter.0, letter.1)?,
+                        }
+                        dead_so_far.push(letter);
+                    }
                 }
             }
         }

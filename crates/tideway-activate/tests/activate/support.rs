@@ -5,10 +5,52 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deltalake::arrow::array::AsArray;
 use serde_json::Value;
 use tideway_activate::destination::{
     BatchLimits, DeliveryError, Destination, Op, OutboundEvent, Outcome,
 };
+use tideway_lake::{Lake, SqlOutput};
+
+/// The first value of a query giving one integer (`SELECT count(*) ...`).
+pub async fn count(lake: &Lake, sql: &str) -> i64 {
+    let SqlOutput::Rows(rows) = lake.sql(sql).await.unwrap() else {
+        panic!("`{sql}` gives rows")
+    };
+    let c = deltalake::arrow::compute::cast(
+        rows.batches[0].column(0),
+        &deltalake::arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
+    c.as_any()
+        .downcast_ref::<deltalake::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// `(source, reason)` of every dead letter, by reason.
+pub async fn dead_letters(lake: &Lake) -> Vec<(String, String)> {
+    let sql = "SELECT source, reason FROM _tideway.dead_letters ORDER BY reason";
+    let SqlOutput::Rows(rows) = lake.sql(sql).await.unwrap() else {
+        panic!("rows")
+    };
+    let mut out = Vec::new();
+    for b in &rows.batches {
+        let text = |i: usize| {
+            deltalake::arrow::compute::cast(
+                b.column(i),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap()
+        };
+        let (a, r) = (text(0), text(1));
+        let (a, r) = (a.as_string::<i32>(), r.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            out.push((a.value(i).to_string(), r.value(i).to_string()));
+        }
+    }
+    out
+}
 
 #[derive(Debug, Default)]
 pub struct Recorder {

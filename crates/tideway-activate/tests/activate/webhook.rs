@@ -7,24 +7,12 @@ use anyhow::Result;
 use tideway_activate::delivery::RetryPolicy;
 use tideway_activate::fake::webhook::{SinkOptions, WebhookSink};
 use tideway_activate::{Project, RunOptions};
-use tideway_lake::{Lake, SqlOutput};
+use tideway_lake::Lake;
+
+use crate::support::count;
 
 fn env(v: &str) -> Option<String> {
     (v == "HOOK_SECRET").then(|| "s3cr3t-value".to_string())
-}
-
-async fn count(lake: &Lake, sql: &str) -> Result<i64> {
-    let SqlOutput::Rows(rows) = lake.sql(sql).await? else {
-        anyhow::bail!("no rows")
-    };
-    let c = deltalake::arrow::compute::cast(
-        rows.batches[0].column(0),
-        &deltalake::arrow::datatypes::DataType::Int64,
-    )?;
-    Ok(c.as_any()
-        .downcast_ref::<deltalake::arrow::array::Int64Array>()
-        .unwrap()
-        .value(0))
 }
 
 #[tokio::test]
@@ -93,7 +81,7 @@ async fn a_sync_through_the_webhook_signs_batches_and_finds_the_bad_rows() -> Re
             &lake,
             "SELECT count(*) FROM _tideway.dead_letters WHERE source = 'sync:scores'"
         )
-        .await?,
+        .await,
         2
     );
     assert_eq!(
@@ -101,7 +89,7 @@ async fn a_sync_through_the_webhook_signs_batches_and_finds_the_bad_rows() -> Re
             &lake,
             "SELECT count(*) FROM _tideway.sync_log WHERE sync = 'scores' AND status = 'delivered'"
         )
-        .await?,
+        .await,
         93
     );
     // Nothing changed: nothing is sent, the dead rows stay dead.
