@@ -30,6 +30,7 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use serde_json::json;
+use tideway_lake::dead_letters::{self, DeadLetter};
 use tideway_lake::{Lake, SYSTEM_SCHEMA, Staged, TableName, Txn};
 
 use crate::{ActivateError, Result};
@@ -37,7 +38,7 @@ use crate::{ActivateError, Result};
 pub const STATE: &str = "sync_state";
 pub const LOG: &str = "sync_log";
 pub const RUNS: &str = "sync_runs";
-pub const DEAD_LETTERS: &str = "dead_letters";
+pub use tideway_lake::dead_letters::DEAD_LETTERS;
 
 /// The column of `sync_state` saying when a key's current streak of refusals began.
 pub const REFUSED_SINCE: &str = "refused_since";
@@ -340,37 +341,21 @@ pub struct DeadRow {
 /// `origin` is who gave up on the rows (`sync:<name>`, `forward:<connection>`), `table` what
 /// they came from (a sync's source table, a connection's collect source).
 pub fn dead_batch(origin: &str, table: &str, rows: &[DeadRow]) -> RecordBatch {
-    let schema = Schema::new(vec![
-        Field::new("source", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, true),
-        Field::new("stage", DataType::Utf8, true),
-        Field::new("code", DataType::Utf8, true),
-        Field::new("field", DataType::Utf8, true),
-        Field::new("reason", DataType::Utf8, true),
-        Field::new("message_id", DataType::Utf8, true),
-        Field::new("payload", DataType::Utf8, true),
-        Field::new("failed_at", ts(), true),
-    ]);
-    let n = rows.len();
-    let now = now_micros();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![origin; n])),
-        Arc::new(StringArray::from(vec![table; n])),
-        Arc::new(StringArray::from(vec!["deliver"; n])),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.code))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.key))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.reason),
-        )),
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.message_id.as_deref()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.payload),
-        )),
-        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
-    ];
-    RecordBatch::try_new(Arc::new(schema), columns).expect("dead-letter columns match their schema")
+    let letters: Vec<DeadLetter> = rows
+        .iter()
+        .map(|r| DeadLetter {
+            source: origin.to_string(),
+            table: Some(table.to_string()),
+            stage: "deliver".into(),
+            code: r.code.clone(),
+            field: Some(r.key.clone()),
+            reason: r.reason.clone(),
+            message_id: r.message_id.clone(),
+            payload: r.payload.clone(),
+            ..Default::default()
+        })
+        .collect();
+    dead_letters::batch(&letters)
 }
 
 /// One row of `sync_runs`.

@@ -39,6 +39,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
 use tideway_core::naming::variant_column;
 use tideway_core::{Fault, Faulty};
+use tideway_lake::dead_letters;
 use tideway_lake::{Lake, LakeError, SYSTEM_SCHEMA, TableName, Txn};
 use tracing::{debug, info, warn};
 
@@ -54,7 +55,7 @@ pub const TXN_APP: &str = "collect";
 /// The log consumer name of the lake loader.
 pub const CONSUMER: &str = "lake";
 /// The dead-letter table.
-pub const DEAD_LETTERS: &str = "dead_letters";
+pub use tideway_lake::dead_letters::DEAD_LETTERS;
 /// At most this many columns per table: fields past it land in [`OVERFLOW_COLUMN`].
 pub const MAX_TABLE_COLUMNS: usize = 1000;
 /// The JSON text column that holds a row's fields past [`MAX_TABLE_COLUMNS`].
@@ -990,56 +991,24 @@ fn rows_of(names: &mut Names, batch: &RecordBatch) -> Vec<Row> {
 }
 
 fn dead_letter_batch(dead: &[DeadLetter]) -> RecordBatch {
-    let ts = || Kind::Time.data_type();
-    let schema = Schema::new(vec![
-        Field::new("source", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, true),
-        Field::new("stage", DataType::Utf8, true),
-        Field::new("code", DataType::Utf8, true),
-        Field::new("field", DataType::Utf8, true),
-        Field::new("reason", DataType::Utf8, true),
-        Field::new("message_id", DataType::Utf8, true),
-        Field::new("received_at", ts(), true),
-        Field::new("log_offset", DataType::Int64, true),
-        Field::new("payload", DataType::Utf8, true),
-        Field::new("failed_at", ts(), true),
-    ]);
-    let now = Utc::now().timestamp_micros();
-    let strings = |f: &dyn Fn(&DeadLetter) -> Option<String>| -> ArrayRef {
-        let mut b = StringBuilder::new();
-        for d in dead {
-            b.append_option(f(d));
-        }
-        Arc::new(b.finish())
-    };
-    let mut received = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    let mut offsets = Int64Builder::new();
-    let mut failed = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    for d in dead {
-        received.append_option(
-            d.received_at
+    let letters: Vec<dead_letters::DeadLetter> = dead
+        .iter()
+        .map(|d| dead_letters::DeadLetter {
+            source: d.source.clone(),
+            table: d.table.clone(),
+            stage: d.stage.to_string(),
+            code: d.code.clone(),
+            field: d.field.clone(),
+            reason: d.reason.clone(),
+            message_id: d.message_id.clone(),
+            received_at: d
+                .received_at
                 .as_deref()
                 .and_then(parse_time)
                 .map(|t| t.timestamp_micros()),
-        );
-        offsets.append_value(d.offset as i64);
-        failed.append_value(now);
-    }
-    RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            strings(&|d| Some(d.source.clone())),
-            strings(&|d| d.table.clone()),
-            strings(&|d| Some(d.stage.to_string())),
-            strings(&|d| Some(d.code.clone())),
-            strings(&|d| d.field.clone()),
-            strings(&|d| Some(d.reason.clone())),
-            strings(&|d| d.message_id.clone()),
-            Arc::new(received.finish()),
-            Arc::new(offsets.finish()),
-            strings(&|d| Some(d.payload.clone())),
-            Arc::new(failed.finish()),
-        ],
-    )
-    .expect("dead letters are built to the schema")
+            offset: Some(d.offset as i64),
+            payload: d.payload.clone(),
+        })
+        .collect();
+    dead_letters::batch(&letters)
 }

@@ -29,7 +29,8 @@
 //!
 //! Kustomer needs only a key: `type = "kustomer"`, `api_key = "${KUSTOMER_API_KEY}"`, and
 //! optionally `region = "eu"` or `base_url`, `resources = [...]`, `requests_per_minute`
-//! (see [`crate::kustomer`]).
+//! (see [`crate::kustomer`]). Kafka topics: `type = "kafka"`, `brokers`, `topics` (see
+//! [`crate::kafka_load`]).
 //!
 //! Secrets come only from the environment (`${VAR}`); a file that writes a token, a password
 //! or a key in clear is refused. Every problem in a file is reported at once, each with its
@@ -49,8 +50,35 @@ pub struct SourceConfig {
     pub name: String,
     /// The file, as the user names it (`sources/kustomer.toml`).
     pub file: String,
-    /// The REST description the engine runs (Kustomer's is built in).
-    pub rest: RestSource,
+    /// What it reads.
+    pub kind: SourceKind,
+}
+
+/// What a source reads.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// An API, by a REST description (Kustomer's is built in); run by [`crate::Extractor`].
+    Rest(RestSource),
+    /// Kafka topics; loaded by [`crate::kafka_load::KafkaLoader`].
+    Kafka(crate::kafka_load::KafkaSource),
+}
+
+impl SourceConfig {
+    /// The REST description, for an API source.
+    pub fn rest(&self) -> Option<&RestSource> {
+        match &self.kind {
+            SourceKind::Rest(rest) => Some(rest),
+            SourceKind::Kafka(_) => None,
+        }
+    }
+
+    /// The REST description, for an API source, to change.
+    pub fn rest_mut(&mut self) -> Option<&mut RestSource> {
+        match &mut self.kind {
+            SourceKind::Rest(rest) => Some(rest),
+            SourceKind::Kafka(_) => None,
+        }
+    }
 }
 
 /// How to reach an API and which resources to pull from it.
@@ -341,7 +369,7 @@ fn yes() -> bool {
 }
 
 /// The source types, for messages.
-pub const SOURCE_TYPES: &[&str] = &["kustomer", "rest"];
+pub const SOURCE_TYPES: &[&str] = &["kustomer", "rest", "kafka"];
 
 impl SourceConfig {
     /// Parses and checks the source file `file` (its name gives the source's name).
@@ -371,16 +399,26 @@ impl SourceConfig {
                 ),
             );
         }
-        let rest = match kind.get_ref().as_str() {
+        let source = match kind.get_ref().as_str() {
             "kustomer" => match parse_collecting::<RawKustomer>(text) {
-                Ok(raw) => crate::kustomer::rest_source(&raw, &mut diags, env),
+                Ok(raw) => {
+                    crate::kustomer::rest_source(&raw, &mut diags, env).map(SourceKind::Rest)
+                }
                 Err(errors) => {
                     errors.into_iter().for_each(|(span, m)| diags.at(span, m));
                     None
                 }
             },
             "rest" => match parse_collecting::<RawRest>(text) {
-                Ok(raw) => rest_source(raw, &mut diags, env),
+                Ok(raw) => rest_source(raw, &mut diags, env).map(SourceKind::Rest),
+                Err(errors) => {
+                    errors.into_iter().for_each(|(span, m)| diags.at(span, m));
+                    None
+                }
+            },
+            "kafka" => match parse_collecting::<crate::kafka_load::RawKafka>(text) {
+                Ok(raw) => crate::kafka_load::KafkaSource::from_raw(&name, raw, &mut diags, env)
+                    .map(SourceKind::Kafka),
                 Err(errors) => {
                     errors.into_iter().for_each(|(span, m)| diags.at(span, m));
                     None
@@ -397,11 +435,11 @@ impl SourceConfig {
                 None
             }
         };
-        match (rest, diags.list.is_empty()) {
-            (Some(rest), true) => Ok(SourceConfig {
+        match (source, diags.list.is_empty()) {
+            (Some(kind), true) => Ok(SourceConfig {
                 name,
                 file: file.to_string(),
-                rest,
+                kind,
             }),
             _ => Err(ConfigErrors(diags.list)),
         }
@@ -788,6 +826,16 @@ pub fn load_dir(
     dir: &std::path::Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<SourceConfig>, crate::ExtractError> {
+    load_dir_of_type(dir, env, None)
+}
+
+/// Like [`load_dir`], but only the files whose `type` is `only` (when given): the others are
+/// not checked.
+pub fn load_dir_of_type(
+    dir: &std::path::Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    only: Option<&str>,
+) -> Result<Vec<SourceConfig>, crate::ExtractError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -803,6 +851,12 @@ pub fn load_dir(
             path: path.display().to_string(),
             error,
         })?;
+        if let Some(only) = only {
+            let kind = toml::from_str::<RawKind>(&text).map(|k| k.kind.into_inner());
+            if kind.as_deref().ok() != Some(only) {
+                continue;
+            }
+        }
         match SourceConfig::parse(&text, &path.display().to_string(), env) {
             Ok(source) => sources.push(source),
             Err(errors) => problems.extend(errors.0),

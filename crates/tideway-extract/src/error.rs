@@ -74,9 +74,27 @@ pub enum ExtractError {
         resource: String,
         error: NormalizeError,
     },
+    /// A Kafka source's brokers, topics or stored positions.
+    #[error("{source_name}: {error}")]
+    Kafka {
+        source_name: String,
+        error: crate::kafka::KafkaError,
+    },
+    /// A Kafka source's checkpoint in the lake cannot be read.
+    #[error(
+        "{source_name}: the checkpoint in the newest commit of `{table}` cannot be read ({message}); was the table written by something else?"
+    )]
+    Checkpoint {
+        source_name: String,
+        table: String,
+        message: String,
+    },
     /// The lake failed.
     #[error(transparent)]
     Lake(Box<LakeError>),
+    /// Tideway is wrong.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     /// Reading a source file failed.
     #[error("cannot read {path}: {error}")]
     Io { path: String, error: std::io::Error },
@@ -93,6 +111,13 @@ impl Faulty for ExtractError {
             | ExtractError::Record { .. }
             | ExtractError::Page { .. } => Fault::User,
             ExtractError::RetriesExhausted { .. } | ExtractError::Io { .. } => Fault::External,
+            ExtractError::Kafka { error, .. } => match error.fault() {
+                crate::kafka::KafkaFault::User => Fault::User,
+                crate::kafka::KafkaFault::External => Fault::External,
+                crate::kafka::KafkaFault::Internal => Fault::Internal,
+            },
+            ExtractError::Checkpoint { .. } => Fault::User,
+            ExtractError::Internal(_) => Fault::Internal,
             ExtractError::Lake(e) => e.fault(),
         }
     }

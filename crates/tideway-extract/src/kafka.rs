@@ -250,7 +250,7 @@ fn managed_property_problems(props: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-fn is_secret_property(key: &str) -> bool {
+pub(crate) fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     ["password", "secret", "token", "jaas", "key.pem", "private"]
         .iter()

@@ -8,6 +8,8 @@
 //!   loader of nested JSON shares).
 //! - [`jsonapi`]: JSON:API resource objects unwrapped into plain records.
 //! - [`run`]: a run of a source into the lake, with the cursor committed with the rows.
+//! - [`kafka`], [`kafka_load`]: Kafka topics read from stored positions, and loaded into the
+//!   lake with the positions committed with the rows.
 //! - [`fake`]: an in-process server that speaks Kustomer's API, for tests and the demo.
 
 pub mod config;
@@ -16,11 +18,13 @@ pub mod fake;
 pub mod http;
 pub mod jsonapi;
 pub mod kafka;
+pub mod kafka_load;
 pub mod kustomer;
 pub mod normalize;
 pub mod page;
 pub mod run;
 
-pub use config::SourceConfig;
+pub use config::{SourceConfig, SourceKind};
 pub use error::{ExtractError, Result};
+pub use kafka_load::KafkaLoader;
 pub use run::{Extractor, RunOptions, RunProgress, RunReport};

@@ -48,7 +48,7 @@ use tideway_core::time::parse_time;
 use tideway_lake::{Lake, TableName, Txn};
 use tracing::{debug, info};
 
-use crate::config::{Resource, SourceConfig, WriteDisposition};
+use crate::config::{Resource, RestSource, SourceConfig, SourceKind, WriteDisposition};
 use crate::error::{ExtractError, Result};
 use crate::http::Client;
 use crate::normalize::{ID, NormalizeOptions, NormalizedTable, Normalizer, ROOT_ID};
@@ -154,6 +154,7 @@ pub struct ResourceState {
 pub struct Extractor {
     lake: Lake,
     source: Arc<SourceConfig>,
+    rest: Arc<RestSource>,
     client: Client,
     options: RunOptions,
     progress: Arc<RunProgress>,
@@ -162,10 +163,18 @@ pub struct Extractor {
 impl Extractor {
     /// An extractor of `source` into `lake`.
     pub fn new(lake: Lake, source: SourceConfig, options: RunOptions) -> Result<Extractor> {
-        let client = Client::new(&source.name, &source.rest)?;
+        let SourceKind::Rest(rest) = &source.kind else {
+            return Err(ExtractError::Internal(format!(
+                "{}: a Kafka source is loaded by `KafkaLoader`, not `Extractor`",
+                source.name
+            )));
+        };
+        let rest = Arc::new(rest.clone());
+        let client = Client::new(&source.name, &rest)?;
         Ok(Extractor {
             lake,
             source: Arc::new(source),
+            rest,
             client,
             options,
             progress: Arc::new(RunProgress::default()),
@@ -200,15 +209,9 @@ impl Extractor {
     /// records on each first page.
     pub async fn check(&self) -> Result<Vec<(String, usize)>> {
         let mut out = Vec::new();
-        for resource in self
-            .source
-            .rest
-            .resources
-            .iter()
-            .filter(|r| r.parent.is_none())
-        {
+        for resource in self.rest.resources.iter().filter(|r| r.parent.is_none()) {
             let start = resource.incremental.as_ref().map(|i| i.initial.clone());
-            let request = page::first(&self.source.rest.base_url, resource, None, start.as_deref())
+            let request = page::first(&self.rest.base_url, resource, None, start.as_deref())
                 .map_err(|m| self.page_error(resource, "", m))?;
             let body = page::body(resource, start.as_deref());
             let response = self
@@ -224,7 +227,7 @@ impl Extractor {
     /// Runs every selected resource, parents before children.
     pub async fn run(&self) -> Result<RunReport> {
         let started = Instant::now();
-        let rest = &self.source.rest;
+        let rest = &self.rest;
         let selected: Vec<&Resource> = rest
             .resources
             .iter()
@@ -279,22 +282,6 @@ impl Extractor {
         })
     }
 
-    /// The resource's tables in the lake (root first) and their schemas.
-    async fn existing_tables(&self, root: &TableName) -> Result<Vec<(TableName, SchemaRef)>> {
-        let mut out = Vec::new();
-        let prefix = format!("{}{}", root.table(), naming::PATH_SEPARATOR);
-        for name in self.lake.tables().await? {
-            if name.schema() == root.schema()
-                && (name.table() == root.table() || name.table().starts_with(&prefix))
-            {
-                let schema = self.lake.schema(&name).await?;
-                out.push((name, schema));
-            }
-        }
-        out.sort_by_key(|(n, _)| (n.table() != root.table(), n.table().to_string()));
-        Ok(out)
-    }
-
     async fn run_resource(
         &self,
         resource: &Resource,
@@ -305,20 +292,20 @@ impl Extractor {
         if self.options.full_refresh || resource.write == WriteDisposition::Replace {
             for table in std::iter::once(&resource.name).chain(children.iter().map(|c| &c.name)) {
                 let name = self.table_of(table)?;
-                for (t, _) in self.existing_tables(&name).await? {
+                for (t, _) in existing_tables(&self.lake, &name).await? {
                     info!(table = %t, "dropping for a full refresh");
                     self.lake.drop_table(&t).await?;
                 }
             }
         }
         let state = self.state(&resource.name).await?;
-        let existing = self.existing_tables(&root).await?;
+        let existing = existing_tables(&self.lake, &root).await?;
         let fresh = state.is_none() && existing.is_empty();
         let mut load = Load::new(self, resource, &root, existing, fresh, state.clone())?;
         let mut child_loads = Vec::new();
         for child in children {
             let table = self.table_of(&child.name)?;
-            let existing = self.existing_tables(&table).await?;
+            let existing = existing_tables(&self.lake, &table).await?;
             let fresh = existing.is_empty();
             let state = self.state(&child.name).await?;
             child_loads.push(Load::new(self, child, &table, existing, fresh, state)?);
@@ -345,7 +332,7 @@ impl Extractor {
         };
         let mut query_start = start.clone();
         let mut query_count: u64 = 0;
-        let mut request = page::first(&self.source.rest.base_url, resource, None, start.as_deref())
+        let mut request = page::first(&self.rest.base_url, resource, None, start.as_deref())
             .map_err(|m| self.page_error(resource, "", m))?;
         let mut pages = 0u64;
         // The next page is requested while this one is normalized and committed.
@@ -420,13 +407,8 @@ impl Extractor {
                 };
                 query_start = last;
                 query_count = 0;
-                request = page::first(
-                    &self.source.rest.base_url,
-                    resource,
-                    None,
-                    query_start.as_deref(),
-                )
-                .map_err(|m| self.page_error(resource, "", m))?;
+                request = page::first(&self.rest.base_url, resource, None, query_start.as_deref())
+                    .map_err(|m| self.page_error(resource, "", m))?;
                 continue;
             }
             let Some(next) = next else { break };
@@ -490,7 +472,7 @@ impl Extractor {
         resource: &Resource,
         parent: &Value,
     ) -> Result<(u64, Vec<Value>)> {
-        let mut request = page::first(&self.source.rest.base_url, resource, Some(parent), None)
+        let mut request = page::first(&self.rest.base_url, resource, Some(parent), None)
             .map_err(|m| self.page_error(resource, "", m))?;
         let mut out = Vec::new();
         let mut pages = 0;
@@ -564,7 +546,7 @@ impl<'r> Load<'r> {
             schemas.insert(name.table().to_string(), schema);
         }
         let options = NormalizeOptions {
-            max_depth: extractor.source.rest.max_depth,
+            max_depth: extractor.rest.max_depth,
             ..NormalizeOptions::default()
         };
         let mut normalizer = Normalizer::new(root.table(), options).with_schemas(schemas);
@@ -672,7 +654,7 @@ impl<'r> Load<'r> {
             let resource = child.resource;
             let fetched: Vec<(u64, Vec<Value>)> = futures::stream::iter(parents.iter())
                 .map(|p| extractor.child_records(resource, p))
-                .buffered(extractor.source.rest.concurrency)
+                .buffered(extractor.rest.concurrency)
                 .try_collect()
                 .await?;
             let link = format!("_{}_id", naming::normalize(&self.resource.name));
@@ -921,6 +903,26 @@ pub fn ids_of(batch: &RecordBatch) -> Vec<String> {
             (0..c.len()).map(|i| c.value(i).to_string()).collect()
         })
         .unwrap_or_default()
+}
+
+/// The tables of the root table `root` in the lake (root first, then its child tables) and
+/// their schemas.
+pub(crate) async fn existing_tables(
+    lake: &Lake,
+    root: &TableName,
+) -> Result<Vec<(TableName, SchemaRef)>> {
+    let mut out = Vec::new();
+    let prefix = format!("{}{}", root.table(), naming::PATH_SEPARATOR);
+    for name in lake.tables().await? {
+        if name.schema() == root.schema()
+            && (name.table() == root.table() || name.table().starts_with(&prefix))
+        {
+            let schema = lake.schema(&name).await?;
+            out.push((name, schema));
+        }
+    }
+    out.sort_by_key(|(n, _)| (n.table() != root.table(), n.table().to_string()));
+    Ok(out)
 }
 
 #[cfg(test)]

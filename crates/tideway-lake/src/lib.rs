@@ -20,6 +20,7 @@
 //! table by that path.
 
 pub mod catalog;
+pub mod dead_letters;
 pub mod error;
 pub mod evolve;
 pub mod import;

@@ -144,6 +144,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100.0)]
         rps: f64,
     },
+    /// A Kafka source into the lake next to a bare rdkafka consumer of the same topic, same
+    /// broker, same run (the workload's Segment events, produced once to a new topic).
+    KafkaSource {
+        /// The shared workload directory (`../shared/bench/data/<size>`).
+        #[arg(long)]
+        data: PathBuf,
+        /// The broker, `host:port`.
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Merge (upsert by key) changed rows into a large table.
     LakeMerge {
         #[arg(long, default_value_t = 10_000_000)]
@@ -160,6 +176,16 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Normalize { pages, runs } => normalize(&pages, runs),
+        BenchCommand::KafkaSource {
+            data,
+            brokers,
+            records,
+            runs,
+            dir,
+        } => {
+            let scratch = Scratch::new(dir)?;
+            crate::bench_kafka::run(&data, &brokers, records, runs, scratch.path()).await
+        }
         BenchCommand::Extract { pages, dir } => {
             let scratch = Scratch::new(dir)?;
             extract_pages(&pages, scratch.path()).await

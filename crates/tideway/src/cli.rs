@@ -467,6 +467,7 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
         sources.join(", "),
         log_dir.display()
     );
+    let kafka = crate::extract::follow_kafka(project, &project.lake().await?).await?;
     let scheduler = tokio::spawn(crate::models::schedule_loop(
         project.clone(),
         std::time::Duration::from_secs(30),
@@ -501,6 +502,8 @@ async fn serve(project: &Project, listen: Option<String>) -> Result<()> {
     unify.abort();
     // A connection stopped mid-step sends again, on restart, what it had not committed.
     connections.iter().for_each(|c| c.abort());
+    // A Kafka source stopped mid-batch reads that batch again on restart.
+    kafka.iter().for_each(|k| k.abort());
     if let Some(index) = index {
         index.abort();
     }

@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
-use tideway_extract::{Extractor, RunOptions, RunProgress, RunReport, SourceConfig};
+use tideway_extract::kafka::KafkaReader;
+use tideway_extract::kafka_load::KafkaSource;
+use tideway_extract::{
+    ExtractError, Extractor, KafkaLoader, RunOptions, RunProgress, RunReport, SourceConfig,
+    SourceKind,
+};
 use tideway_lake::Lake;
 
 use crate::output::human_bytes;
@@ -51,10 +56,22 @@ pub async fn run(
     let mut reports = Vec::new();
     for source in sources {
         let name = source.name.clone();
-        let extractor = Extractor::new(lake.clone(), source, options.clone())?;
-        let bar = progress_bar(&name, extractor.progress());
-        let result = extractor.run().await;
-        bar.finish_and_clear();
+        let result = match &source.kind {
+            SourceKind::Kafka(kafka) => {
+                let loader = KafkaLoader::new(lake.clone(), &name, kafka.clone(), options.clone());
+                let bar = progress_bar(&name, loader.progress());
+                let result = loader.run().await;
+                bar.finish_and_clear();
+                result
+            }
+            SourceKind::Rest(_) => {
+                let extractor = Extractor::new(lake.clone(), source, options.clone())?;
+                let bar = progress_bar(&name, extractor.progress());
+                let result = extractor.run().await;
+                bar.finish_and_clear();
+                result
+            }
+        };
         let report = result?;
         print_report(&report);
         reports.push(report);
@@ -159,14 +176,22 @@ pub async fn check(lake: &Lake, sources: Vec<SourceConfig>) -> Result<()> {
     for source in sources {
         let name = source.name.clone();
         let file = source.file.clone();
-        let extractor = Extractor::new(lake.clone(), source, RunOptions::default())?;
         let started = Instant::now();
-        match extractor.check().await {
+        let checked = match &source.kind {
+            SourceKind::Kafka(kafka) => check_kafka(kafka).await,
+            SourceKind::Rest(_) => Extractor::new(lake.clone(), source, RunOptions::default())?
+                .check()
+                .await
+                .map(|pages| {
+                    pages
+                        .into_iter()
+                        .map(|(r, n)| (r, format!("{n} records on the first page")))
+                        .collect()
+                }),
+        };
+        match checked {
             Ok(pages) => {
-                let detail: Vec<String> = pages
-                    .iter()
-                    .map(|(r, n)| format!("{r}: {n} records on the first page"))
-                    .collect();
+                let detail: Vec<String> = pages.iter().map(|(r, n)| format!("{r}: {n}")).collect();
                 println!(
                     "ok    {name} ({file}) in {:.0?}: {}",
                     started.elapsed(),
@@ -183,4 +208,69 @@ pub async fn check(lake: &Lake, sources: Vec<SourceConfig>) -> Result<()> {
         bail!("{failed} source(s) failed the check");
     }
     Ok(())
+}
+
+/// A Kafka source's check: the brokers answer and every topic exists; the records each
+/// topic holds.
+async fn check_kafka(source: &KafkaSource) -> tideway_extract::Result<Vec<(String, String)>> {
+    let kafka = |error| ExtractError::Kafka {
+        source_name: source.config.topics.join(", "),
+        error,
+    };
+    let reader = KafkaReader::connect(source.config.clone())
+        .await
+        .map_err(kafka)?;
+    let marks = reader.watermarks().await.map_err(kafka)?;
+    let mut per_topic: std::collections::BTreeMap<String, (usize, i64)> = Default::default();
+    for ((topic, _), (low, high)) in marks {
+        let t = per_topic.entry(topic).or_default();
+        t.0 += 1;
+        t.1 += high - low;
+    }
+    Ok(per_topic
+        .into_iter()
+        .map(|(topic, (partitions, held))| {
+            (
+                topic,
+                format!("{partitions} partitions, {held} records held"),
+            )
+        })
+        .collect())
+}
+
+/// Follows every Kafka source of the project (for `tideway serve`), each on its own task:
+/// records are committed as they arrive. Aborting a task loses nothing: the next start reads
+/// on from the positions committed with the rows. A broken Kafka source file is an error; the
+/// other source files are not read (`tideway extract` runs them).
+pub async fn follow_kafka(
+    project: &Project,
+    lake: &Lake,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let dir = project.dir.join(SOURCES_DIR);
+    let env = |v: &str| std::env::var(v).ok();
+    let mut tasks = Vec::new();
+    for source in tideway_extract::config::load_dir_of_type(&dir, &env, Some("kafka"))? {
+        let SourceKind::Kafka(kafka) = source.kind else {
+            continue;
+        };
+        eprintln!(
+            "following Kafka topic(s) {} into the lake schema `{}`",
+            kafka.config.topics.join(", "),
+            source.name
+        );
+        let (lake, name) = (lake.clone(), source.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let loader =
+                    KafkaLoader::new(lake.clone(), &name, kafka.clone(), RunOptions::default());
+                if let Err(e) = loader.follow(std::future::pending()).await {
+                    tracing::warn!(source = name, error = %e, retry_in = ?wait, "the Kafka source stopped; it starts again from its committed positions");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+        }));
+    }
+    Ok(tasks)
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_collect;
 mod bench_forward;
+mod bench_kafka;
 mod bench_sync;
 mod cli;
 mod demo;

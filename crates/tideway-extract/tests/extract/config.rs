@@ -122,15 +122,21 @@ primary_key = "id"
 "#;
     let s = SourceConfig::parse(rest, "sources/example.toml", &env).unwrap();
     assert_eq!(s.name, "example");
-    assert_eq!(s.rest.resources.len(), 2);
-    assert_eq!(s.rest.resources[1].parent.as_deref(), Some("contacts"));
+    assert_eq!(s.rest().unwrap().resources.len(), 2);
+    assert_eq!(
+        s.rest().unwrap().resources[1].parent.as_deref(),
+        Some("contacts")
+    );
     let k = SourceConfig::parse(
         "type = \"kustomer\"\napi_key = \"${KUSTOMER_API_KEY}\"\n",
         "sources/kustomer.toml",
         &env,
     )
     .unwrap();
-    assert_eq!(k.rest.base_url.as_str(), "https://api.kustomerapp.com/v1/");
-    assert_eq!(k.rest.resources.len(), 8);
+    assert_eq!(
+        k.rest().unwrap().base_url.as_str(),
+        "https://api.kustomerapp.com/v1/"
+    );
+    assert_eq!(k.rest().unwrap().resources.len(), 8);
     assert!(format!("{k:?}").contains("***") && !format!("{k:?}").contains("secret"));
 }

@@ -240,7 +240,7 @@ async fn a_crash_between_pages_then_a_rerun_gives_the_rows_of_an_uninterrupted_r
         ..Faults::default()
     });
     let mut src = source(&fake, RESOURCES);
-    src.rest.max_attempts = 2;
+    src.rest_mut().unwrap().max_attempts = 2;
     let err = run(&crashed, src, small.clone()).await.unwrap_err();
     assert!(
         matches!(err, ExtractError::RetriesExhausted { .. }),
@@ -304,7 +304,7 @@ async fn an_unreachable_api_is_an_error_after_the_retry_budget() {
     let text = "type = \"kustomer\"\napi_key = \"${K}\"\nbase_url = \"http://127.0.0.1:9/v1\"\nresources = [\"users\"]\n";
     let env = |_: &str| Some("k".to_string());
     let mut source = SourceConfig::parse(text, "sources/kustomer.toml", &env).unwrap();
-    source.rest.max_attempts = 2;
+    source.rest_mut().unwrap().max_attempts = 2;
     let (_d, lake) = new_lake().await;
     let err = run(&lake, source, RunOptions::default()).await.unwrap_err();
     let text = err.to_string();

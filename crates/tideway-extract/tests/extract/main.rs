@@ -2,6 +2,8 @@
 
 mod config;
 mod golden;
+mod kafka_load;
+mod kafka_reader;
 mod kustomer;
 mod normalize;
 mod rest;

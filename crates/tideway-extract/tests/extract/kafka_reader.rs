@@ -11,7 +11,7 @@ use tideway_extract::kafka::{
     KafkaError, KafkaFault, KafkaReader, KafkaSourceConfig, KafkaWriter, Record, StartOffset,
 };
 
-fn broker() -> Option<Vec<String>> {
+pub fn broker() -> Option<Vec<String>> {
     match std::env::var("TIDEWAY_KAFKA") {
         Ok(b) if !b.trim().is_empty() => Some(b.split(',').map(str::to_owned).collect()),
         _ => {
@@ -23,7 +23,7 @@ fn broker() -> Option<Vec<String>> {
     }
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -32,7 +32,12 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Writes `n` JSON click events over a new topic of `partitions` partitions; `seq` counts from 0.
-async fn produce(brokers: &[String], topic: &str, partitions: i32, n: u64) -> anyhow::Result<()> {
+pub async fn produce(
+    brokers: &[String],
+    topic: &str,
+    partitions: i32,
+    n: u64,
+) -> anyhow::Result<()> {
     let writer = KafkaWriter::new(brokers, &BTreeMap::new()).await?;
     writer.create_topic(topic, partitions).await?;
     for seq in 0..n {
