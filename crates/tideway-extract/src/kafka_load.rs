@@ -12,13 +12,18 @@
 //! # commit_records = 20000          # records per Delta commit
 //! # [properties]                    # librdkafka properties; secrets only from ${VARS}
 //! # "sasl.password" = "${KAFKA_PASSWORD}"
+//!
+//! [schema]                          # optional declared types (see [`crate::declared`])
+//! response_time_ms = "bigint"       # "120" becomes 120; "fast" refuses the record
 //! ```
 //!
 //! Each record's value is a JSON object; it goes through the shared normalizer (nested objects
 //! flattened, lists into child tables) with the record's place kept in `_kafka_partition`,
 //! `_kafka_offset`, `_kafka_timestamp` and `_kafka_key`. A value that is not a JSON object goes
 //! to `_tideway.dead_letters` (source `kafka:<source>`, with the offset and the raw value);
-//! tombstones (null values) carry no data and are counted in the report.
+//! tombstones (null values) carry no data and are counted in the report. With a `[schema]`,
+//! declared fields are coerced to their type, and a record with a value that cannot be its
+//! type is dead-lettered whole, naming the field (code `schema`).
 //!
 //! # Exactly once
 //!
@@ -77,6 +82,8 @@ pub struct KafkaSource {
     pub config: KafkaSourceConfig,
     /// Records per commit (default: the run's `flush_records`).
     pub commit_records: Option<usize>,
+    /// Declared field types (`[schema]`).
+    pub schema: crate::declared::Schema,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -104,6 +111,8 @@ pub(crate) struct RawKafka {
     commit_records: Option<Spanned<usize>>,
     #[serde(default)]
     properties: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    schema: BTreeMap<String, Spanned<String>>,
 }
 
 impl KafkaSource {
@@ -163,9 +172,24 @@ impl KafkaSource {
                 "`commit_records` is the number of records per commit: 1 or more, e.g. 20000",
             );
         }
+        let mut schema = crate::declared::Schema::default();
+        for (field, kind) in &raw.schema {
+            match crate::declared::Declared::parse(kind.get_ref()) {
+                Some(d) => schema.0.push((field.clone(), d)),
+                None => diags.at(
+                    Some(kind.span()),
+                    format!(
+                        "`{field} = \"{}\"` is not a type; declare one of: {}",
+                        kind.get_ref(),
+                        crate::declared::TYPES.join(", ")
+                    ),
+                ),
+            }
+        }
         Some(KafkaSource {
             config,
             commit_records: raw.commit_records.map(Spanned::into_inner),
+            schema,
         })
     }
 }
@@ -471,7 +495,7 @@ impl KafkaLoader {
                 offset: Some(r.offset),
                 payload: String::from_utf8_lossy(value).into_owned(),
             };
-            let fields = match serde_json::from_slice::<Value>(value) {
+            let mut fields = match serde_json::from_slice::<Value>(value) {
                 Ok(Value::Object(fields)) => fields,
                 Ok(other) => {
                     dead.push(refuse(
@@ -488,6 +512,13 @@ impl KafkaLoader {
                     continue;
                 }
             };
+            if let Err((field, reason)) = self.source.schema.apply(&mut fields) {
+                dead.push(DeadLetter {
+                    field: Some(field),
+                    ..refuse("schema", reason)
+                });
+                continue;
+            }
             let record = with_place(fields, r);
             if let Err(e) = topic.normalizer.push(&record) {
                 dead.push(refuse("not_loadable", e.to_string()));

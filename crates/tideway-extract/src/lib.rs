@@ -13,6 +13,7 @@
 //! - [`fake`]: an in-process server that speaks Kustomer's API, for tests and the demo.
 
 pub mod config;
+pub mod declared;
 pub mod error;
 pub mod fake;
 pub mod http;

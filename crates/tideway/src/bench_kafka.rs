@@ -89,6 +89,7 @@ pub async fn run(
         let source = KafkaSource {
             config: config(&format!("bench-tideway-{run}")),
             commit_records: None,
+            schema: Default::default(),
         };
         let clock = Instant::now();
         let report = KafkaLoader::new(lake, "bench", source, RunOptions::default())

@@ -272,3 +272,64 @@ async fn following_commits_records_as_they_arrive_and_stops_with_all_of_them() {
     let distinct = format!("SELECT count(DISTINCT seq) FROM {table}");
     assert_eq!(count(&lake, &distinct).await, 150);
 }
+
+/// A declared `[schema]`: values in another form are coerced, a value that cannot be its
+/// type sends its record to the dead letters naming the field, the rest load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_types_are_coerced_and_bad_values_dead_lettered() {
+    let Some(brokers) = broker() else {
+        return;
+    };
+    let topic = unique("typed-clicks");
+    let writer = KafkaWriter::new(&brokers, &BTreeMap::new()).await.unwrap();
+    writer.create_topic(&topic, 1).await.unwrap();
+    for click in [
+        json!({"user_id": 1, "response_time_ms": "120", "datetime": "2026-01-01 10:00:00"}),
+        json!({"user_id": "2", "response_time_ms": 130, "datetime": 1767225600000_i64}),
+        json!({"user_id": "3", "response_time_ms": "fast"}),
+        json!({"user_id": "4", "response_time_ms": null}),
+    ] {
+        writer.send_json(&topic, None, &click).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    let text = format!(
+        "type = \"kafka\"\nbrokers = [\"{}\"]\ntopics = [\"{topic}\"]\n[schema]\nuser_id = \"string\"\nresponse_time_ms = \"bigint\"\ndatetime = \"timestamp\"\n",
+        brokers[0]
+    );
+    let SourceKind::Kafka(kafka) = SourceConfig::parse(&text, "sources/web.toml", &|_| None)
+        .unwrap()
+        .kind
+    else {
+        panic!("a kafka source")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    let loader = KafkaLoader::new(lake.clone(), "web", kafka, RunOptions::default());
+    let table = loader.table_of(&topic).unwrap();
+    loader.run().await.unwrap();
+    assert_eq!(
+        count(&lake, &format!("SELECT count(*) FROM {table}")).await,
+        3
+    );
+    // Numbers sent as text are numbers in the lake; ids sent as numbers are text.
+    let sum = format!("SELECT sum(response_time_ms) FROM {table}");
+    assert_eq!(count(&lake, &sum).await, 250);
+    let ids = format!("SELECT count(*) FROM {table} WHERE user_id IN ('1', '2', '4')");
+    assert_eq!(count(&lake, &ids).await, 3);
+    let times =
+        format!("SELECT count(*) FROM {table} WHERE datetime >= TIMESTAMP '2026-01-01T00:00:00Z'");
+    assert_eq!(count(&lake, &times).await, 2);
+    let dead = "SELECT count(*) FROM _tideway.dead_letters WHERE code = 'schema' AND field = 'response_time_ms' AND reason LIKE '%`response_time_ms` is \"fast\", which is not a bigint (declared in [schema])'";
+    assert_eq!(count(&lake, dead).await, 1);
+
+    let bad = text.replace("\"bigint\"", "\"bignum\"");
+    let e = SourceConfig::parse(&bad, "sources/web.toml", &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sources/web.toml:6:20: `response_time_ms = \"bignum\"` is not a type; declare one of: string, bigint, double, boolean, timestamp"),
+        "{e}"
+    );
+}
