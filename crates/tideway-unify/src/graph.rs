@@ -12,12 +12,18 @@
 //! its id as identifiers join it, and when two profiles merge the older one (earlier
 //! `created_at`, then the smaller id) survives.
 //!
-//! Memory: about 60 bytes per identifier plus its text, so 10 M identifiers fit in well
-//! under a gigabyte.
+//! Identifiers are interned by a 128-bit hash of their type and value (the same hash that
+//! names the profiles they create): a lookup touches one table slot and never the text. Two
+//! different identifiers would have to share 128 hash bits to be confused; among 10^10
+//! identifiers the chance of that is below 10^-18.
+//!
+//! Memory: about 70 bytes per identifier plus its text, so 10 M identifiers fit in about a
+//! gigabyte.
 
 use std::fmt;
 
 use hashbrown::HashTable;
+use rayon::slice::ParallelSliceMut;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::rules::{Rejection, Rules};
@@ -31,14 +37,33 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProfileId(pub u128);
 
+/// The 128-bit hash of the identifier `kind:value`, written into `buf`'s space.
+fn key128(buf: &mut Vec<u8>, kind: &str, value: &str) -> u128 {
+    buf.clear();
+    buf.extend_from_slice(kind.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(value.as_bytes());
+    xxh3_128(buf)
+}
+
 impl ProfileId {
     /// The id of a profile created by the identifier `kind:value`.
     pub fn of(kind: &str, value: &str) -> ProfileId {
-        let mut buf = Vec::with_capacity(kind.len() + value.len() + 1);
-        buf.extend_from_slice(kind.as_bytes());
-        buf.push(0);
-        buf.extend_from_slice(value.as_bytes());
-        ProfileId(xxh3_128(&buf) >> 48)
+        ProfileId::from_key(key128(&mut Vec::new(), kind, value))
+    }
+
+    fn from_key(key: u128) -> ProfileId {
+        ProfileId(key >> 48)
+    }
+
+    /// Appends the `prof_...` form to `out` (what `to_string` gives, without formatting
+    /// machinery: a run writes millions of them).
+    pub fn push_to(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push_str("prof_");
+        for i in (0..20).rev() {
+            out.push(HEX[((self.0 >> (4 * i)) & 0xf) as usize] as char);
+        }
     }
 
     /// Parses the `prof_...` form.
@@ -124,6 +149,39 @@ pub struct Link {
     pub to: Ident,
     /// The row that carried it.
     pub at: Provenance,
+}
+
+/// A link borrowed from the graph (see [`Graph::link_rows`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkView<'a> {
+    /// The higher-priority end: type and value.
+    pub from: (&'a str, &'a str),
+    /// The other end.
+    pub to: (&'a str, &'a str),
+    /// The source table of the row that carried it.
+    pub source: &'a str,
+    /// The row's key, empty if the table has none.
+    pub row: &'a str,
+    /// The row's time.
+    pub ts: i64,
+}
+
+/// One identifier of the identity map, borrowed from the graph (see
+/// [`Graph::identity_rows`]).
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityView<'a> {
+    /// Its type.
+    pub kind: &'a str,
+    /// Its normalized value.
+    pub value: &'a str,
+    /// Its profile.
+    pub profile: ProfileId,
+    /// First and last time it was seen.
+    pub first_seen: i64,
+    /// See `first_seen`.
+    pub last_seen: i64,
+    /// The table it was first seen in.
+    pub source: &'a str,
 }
 
 /// One identifier of the identity map.
@@ -228,7 +286,10 @@ pub struct Graph {
     /// Limited type index → column in `Profile::counts`.
     limited: Vec<Option<usize>>,
     sources: Vec<String>,
-    index: HashTable<Node>,
+    /// Interned identifiers by their 128-bit key: `(low 64 bits, high 64 bits, node)`.
+    index: HashTable<(u64, u64, Node)>,
+    /// Scratch space for building keys.
+    scratch: Vec<u8>,
     kind: Vec<u16>,
     ends: Vec<usize>,
     arena: String,
@@ -272,6 +333,7 @@ impl Graph {
             limited: Vec::new(),
             sources: Vec::new(),
             index: HashTable::new(),
+            scratch: Vec::new(),
             kind: Vec::new(),
             ends: vec![0],
             arena: String::new(),
@@ -361,46 +423,47 @@ impl Graph {
         }
     }
 
-    fn hash(kind: u16, value: &str) -> u64 {
-        xxh3_64(value.as_bytes()) ^ (kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    fn key(&mut self, kind: usize, value: &str) -> u128 {
+        key128(&mut self.scratch, &self.rules.types[kind].name, value)
+    }
+
+    fn find_key(&self, key: u128) -> Option<Node> {
+        let (lo, hi) = (key as u64, (key >> 64) as u64);
+        self.index
+            .find(lo, |&(l, h, _)| l == lo && h == hi)
+            .map(|&(_, _, n)| n)
     }
 
     /// The node of `kind:value`, if the graph has it.
     pub fn lookup(&self, kind: usize, value: &str) -> Option<Node> {
-        let h = Self::hash(kind as u16, value);
-        self.index
-            .find(h, |&n| {
-                self.kind[n as usize] == kind as u16 && self.value(n) == value
-            })
-            .copied()
+        let key = key128(&mut Vec::new(), &self.rules.types[kind].name, value);
+        self.find_key(key)
+    }
+
+    /// Makes room for `more` identifiers.
+    pub fn reserve(&mut self, more: usize) {
+        self.index.reserve(more, |&(lo, _, _)| lo);
+        for v in [&mut self.parent, &mut self.next, &mut self.slot] {
+            v.reserve(more);
+        }
+        self.kind.reserve(more);
+        self.ends.reserve(more);
+        self.first_seen.reserve(more);
+        self.last_seen.reserve(more);
+        self.first_source.reserve(more);
     }
 
     fn intern(&mut self, kind: u16, value: &str) -> Node {
-        let h = Self::hash(kind, value);
-        let Graph {
-            index,
-            kind: kinds,
-            ends,
-            arena,
-            ..
-        } = self;
-        let eq = |&n: &Node| {
-            kinds[n as usize] == kind && &arena[ends[n as usize]..ends[n as usize + 1]] == value
-        };
-        if let Some(&n) = index.find(h, eq) {
+        let key = self.key(kind as usize, value);
+        if let Some(n) = self.find_key(key) {
             return n;
         }
-        let n = kinds.len() as Node;
-        arena.push_str(value);
-        ends.push(arena.len());
-        kinds.push(kind);
-        let (kinds, ends, arena) = (&*kinds, &*ends, &*arena);
-        index.insert_unique(h, n, |&m| {
-            Self::hash(
-                kinds[m as usize],
-                &arena[ends[m as usize]..ends[m as usize + 1]],
-            )
-        });
+        let n = self.kind.len() as Node;
+        self.arena.push_str(value);
+        self.ends.push(self.arena.len());
+        self.kind.push(kind);
+        let (lo, hi) = (key as u64, (key >> 64) as u64);
+        self.index.insert_unique(lo, (lo, hi, n), |&(l, _, _)| l);
         self.first_seen.push(i64::MAX);
         self.last_seen.push(i64::MIN);
         self.first_source.push(0);
@@ -479,7 +542,11 @@ impl Graph {
             .enumerate()
             .map(|(i, o)| (o.ts, o.hash, i as u32))
             .collect();
-        order.sort_unstable();
+        if order.len() > 100_000 {
+            order.par_sort_unstable();
+        } else {
+            order.sort_unstable();
+        }
         let mut ids: Vec<Node> = Vec::new();
         for (_, _, i) in order {
             let o = batch.obs[i as usize];
@@ -494,19 +561,25 @@ impl Graph {
         applied
     }
 
-    /// Declared types by their priority; types added from data after them, by name.
+    /// Declared types by their priority; types added from data after them, by name; then
+    /// the value. The text is read only when the types tie.
     fn priority_order(&self, a: Node, b: Node) -> std::cmp::Ordering {
-        let key = |n: Node| {
-            let k = self.kind[n as usize] as usize;
-            let rank = k.min(self.configured);
-            let name = if k < self.configured {
+        let (ka, kb) = (
+            self.kind[a as usize] as usize,
+            self.kind[b as usize] as usize,
+        );
+        let rank = |k: usize| k.min(self.configured);
+        let name = |k: usize| {
+            if k < self.configured {
                 ""
             } else {
                 self.rules.types[k].name.as_str()
-            };
-            (rank, name, self.value(n))
+            }
         };
-        key(a).cmp(&key(b))
+        rank(ka)
+            .cmp(&rank(kb))
+            .then_with(|| name(ka).cmp(name(kb)))
+            .then_with(|| self.value(a).cmp(self.value(b)))
     }
 
     fn apply_one(
@@ -559,7 +632,12 @@ impl Graph {
 
     fn create(&mut self, n: Node, ts: i64) -> u32 {
         let kind = self.kind[n as usize] as usize;
-        let id = ProfileId::of(&self.rules.types[kind].name, self.value(n));
+        let (start, end) = (self.ends[n as usize], self.ends[n as usize + 1]);
+        let id = ProfileId::from_key(key128(
+            &mut self.scratch,
+            &self.rules.types[kind].name,
+            &self.arena[start..end],
+        ));
         let mut counts = vec![0; self.limited.iter().flatten().count()];
         if let Some(c) = self.limited[kind] {
             counts[c] = 1;
@@ -764,18 +842,44 @@ impl Graph {
 
     /// This run's links `range`, with provenance.
     pub fn links(&self, range: std::ops::Range<usize>) -> Vec<Link> {
-        self.links[range.start.min(self.links.len())..range.end.min(self.links.len())]
-            .iter()
-            .map(|l| Link {
-                from: self.ident(l.from),
-                to: self.ident(l.to),
+        let mut out = Vec::new();
+        self.link_rows(range, |l| {
+            out.push(Link {
+                from: Ident {
+                    kind: l.from.0.to_string(),
+                    value: l.from.1.to_string(),
+                },
+                to: Ident {
+                    kind: l.to.0.to_string(),
+                    value: l.to.1.to_string(),
+                },
                 at: Provenance {
-                    source: self.sources[l.source as usize].clone(),
-                    row: self.link_rows[l.row as usize..(l.row + l.row_len) as usize].to_string(),
+                    source: l.source.to_string(),
+                    row: l.row.to_string(),
                     ts: l.ts,
                 },
             })
-            .collect()
+        });
+        out
+    }
+
+    /// Calls `f` with each of this run's links `range`, borrowed from the graph (what a
+    /// writer of millions of links wants instead of [`Graph::links`]).
+    pub fn link_rows(&self, range: std::ops::Range<usize>, mut f: impl FnMut(LinkView<'_>)) {
+        let end = range.end.min(self.links.len());
+        for l in &self.links[range.start.min(end)..end] {
+            f(LinkView {
+                from: (self.kind_name(l.from), self.value(l.from)),
+                to: (self.kind_name(l.to), self.value(l.to)),
+                source: &self.sources[l.source as usize],
+                row: &self.link_rows[l.row as usize..(l.row + l.row_len) as usize],
+                ts: l.ts,
+            });
+        }
+    }
+
+    fn kind_name(&self, n: Node) -> &str {
+        &self.rules.types[self.kind[n as usize] as usize].name
     }
 
     /// The profile of node `n`, if it has been seen.
@@ -792,21 +896,47 @@ impl Graph {
 
     /// The seen identifiers among nodes `range`, with their profiles.
     pub fn identities_in(&mut self, range: std::ops::Range<usize>) -> Vec<Identity> {
-        let seen: Vec<Node> = (range.start as Node..range.end.min(self.len()) as Node)
-            .filter(|&n| self.first_seen[n as usize] != i64::MAX)
-            .collect();
-        seen.into_iter()
-            .map(|n| {
-                let profile = self.profile_of(n).expect("a seen identifier has a profile");
-                Identity {
-                    id: self.ident(n),
-                    profile,
-                    first_seen: self.first_seen[n as usize],
-                    last_seen: self.last_seen[n as usize],
-                    source: self.sources[self.first_source[n as usize] as usize].clone(),
-                }
+        let mut out = Vec::new();
+        self.identity_rows(range, |i| {
+            out.push(Identity {
+                id: Ident {
+                    kind: i.kind.to_string(),
+                    value: i.value.to_string(),
+                },
+                profile: i.profile,
+                first_seen: i.first_seen,
+                last_seen: i.last_seen,
+                source: i.source.to_string(),
             })
-            .collect()
+        });
+        out
+    }
+
+    /// Calls `f` with each seen identifier among nodes `range` and its profile, borrowed
+    /// from the graph.
+    pub fn identity_rows(
+        &mut self,
+        range: std::ops::Range<usize>,
+        mut f: impl FnMut(IdentityView<'_>),
+    ) {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        let roots: Vec<Node> = (start..end).map(|n| self.find(n as Node)).collect();
+        for (n, root) in (start..end).zip(roots) {
+            if self.first_seen[n] == i64::MAX {
+                continue;
+            }
+            let slot = self.slot[root as usize];
+            debug_assert!(slot != NONE, "a seen identifier has a profile");
+            f(IdentityView {
+                kind: self.kind_name(n as Node),
+                value: self.value(n as Node),
+                profile: self.profiles[slot as usize].id,
+                first_seen: self.first_seen[n],
+                last_seen: self.last_seen[n],
+                source: &self.sources[self.first_source[n] as usize],
+            });
+        }
     }
 
     /// Every live profile, in creation order.
@@ -821,11 +951,12 @@ impl Graph {
                 for m in self.members(p.root) {
                     let k = self.kind[m as usize] as usize;
                     counts[k] += 1;
-                    let seen = (self.last_seen[m as usize], m);
-                    if latest[k]
-                        .is_none_or(|(t, n)| (seen.0, self.value(seen.1)) > (t, self.value(n)))
-                    {
-                        latest[k] = Some(seen);
+                    let t = self.last_seen[m as usize];
+                    // Later wins; at the same time the greater value (read only then).
+                    let later = latest[k]
+                        .is_none_or(|(lt, n)| t > lt || (t == lt && self.value(m) > self.value(n)));
+                    if later {
+                        latest[k] = Some((t, m));
                     }
                 }
                 ProfileRow {
@@ -870,7 +1001,11 @@ impl Graph {
 #[derive(Debug)]
 pub struct Restore {
     graph: Graph,
-    by_id: std::collections::HashMap<ProfileId, u32>,
+    by_id: hashbrown::HashMap<ProfileId, u32>,
+    /// The last type and source names seen, with their indexes (rows come sorted by neither,
+    /// but runs of one name are common).
+    last_kind: Option<(String, usize)>,
+    last_source: Option<(String, u16)>,
 }
 
 impl Restore {
@@ -882,6 +1017,8 @@ impl Restore {
         let mut r = Restore {
             graph: Graph::new(rules),
             by_id: Default::default(),
+            last_kind: None,
+            last_source: None,
         };
         for (id, created_at, updated_at, merges) in profiles {
             r.push(id, created_at, updated_at, merges);
@@ -921,8 +1058,22 @@ impl Restore {
             None => self.push(profile, first_seen, last_seen, 0),
         };
         let g = &mut self.graph;
-        let kind = g.type_index(kind);
-        let source = g.source_index(source);
+        let kind = match &self.last_kind {
+            Some((name, k)) if name == kind => *k,
+            _ => {
+                let k = g.type_index(kind);
+                self.last_kind = Some((kind.to_string(), k));
+                k
+            }
+        };
+        let source = match &self.last_source {
+            Some((name, i)) if name == source => *i,
+            _ => {
+                let i = g.source_index(source);
+                self.last_source = Some((source.to_string(), i));
+                i
+            }
+        };
         let n = g.intern(kind as u16, value);
         g.first_seen[n as usize] = first_seen;
         g.last_seen[n as usize] = last_seen;

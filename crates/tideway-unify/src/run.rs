@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array,
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::datafusion::prelude::{cast, ident, lit};
@@ -24,9 +24,7 @@ use tracing::info;
 
 use crate::config::{SourceTable, UnifyConfig, WAREHOUSE_TABLES, warehouse_ids};
 use crate::error::{Result, UnifyError};
-use crate::graph::{
-    Applied, Batch, Graph, Ident, Identity, ProfileId, ProfileRow, Provenance, Restore,
-};
+use crate::graph::{Applied, Batch, Graph, Ident, ProfileId, ProfileRow, Provenance, Restore};
 
 /// The schema of the unify tables.
 pub const SCHEMA: &str = "profiles";
@@ -53,6 +51,40 @@ pub fn table(name: &str) -> TableName {
 /// `a` as a `Utf8` array (the lake's scans may give `Utf8View`).
 pub(crate) fn utf8(a: &ArrayRef) -> Result<ArrayRef> {
     Ok(deltalake::arrow::compute::cast(a, &DataType::Utf8)?)
+}
+
+/// A string column as a scan gives it (`Utf8`, `LargeUtf8` or `Utf8View`), read in place.
+enum Text<'a> {
+    Small(&'a StringArray),
+    Large(&'a deltalake::arrow::array::LargeStringArray),
+    View(&'a deltalake::arrow::array::StringViewArray),
+}
+
+impl<'a> Text<'a> {
+    fn is_text(t: &DataType) -> bool {
+        matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    }
+
+    fn of(a: &'a ArrayRef) -> Result<Text<'a>> {
+        Ok(match a.data_type() {
+            DataType::Utf8 => Text::Small(a.as_string::<i32>()),
+            DataType::LargeUtf8 => Text::Large(a.as_string::<i64>()),
+            DataType::Utf8View => Text::View(a.as_string_view()),
+            other => {
+                return Err(UnifyError::Internal(format!(
+                    "a text column was read as {other}"
+                )));
+            }
+        })
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Text::Small(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::View(a) => a.is_valid(i).then(|| a.value(i)),
+        }
+    }
 }
 
 fn runs_table() -> TableName {
@@ -273,7 +305,8 @@ pub async fn plan(lake: &Lake, sources: &[SourceTable]) -> Result<Plan> {
 pub enum CrashPoint {
     /// After the plan is committed.
     Planned,
-    /// After the history tables (merges, refusals, links) are appended.
+    /// After the history tables (merges, refusals, links) are appended (the identity map,
+    /// written at the same time, may or may not be).
     History,
     /// After `profiles` is written.
     Profiles,
@@ -356,7 +389,7 @@ pub async fn run_until(
     report.refused = applied.refused;
     report.stitch_seconds = stitch.elapsed().as_secs_f64();
     let write = Instant::now();
-    let versions = write_outputs(lake, &mut graph, plan.run, &mut report, crash_at).await?;
+    let versions = write_outputs(lake, graph, plan.run, &mut report, crash_at).await?;
     write_run_row(lake, &plan, "done", Some((versions, &report))).await?;
     report.write_seconds = write.elapsed().as_secs_f64();
     info!(
@@ -449,11 +482,10 @@ pub async fn restore(
     let mut stream = map.execute_stream().await?;
     while let Some(b) = stream.next().await {
         let b = b?;
-        let (kind, value, pid) = (utf8(b.column(0))?, utf8(b.column(1))?, utf8(b.column(2))?);
         let (kind, value, pid) = (
-            kind.as_string::<i32>(),
-            value.as_string::<i32>(),
-            pid.as_string::<i32>(),
+            Text::of(b.column(0))?,
+            Text::of(b.column(1))?,
+            Text::of(b.column(2))?,
         );
         let first = b
             .column(3)
@@ -461,23 +493,23 @@ pub async fn restore(
         let last = b
             .column(4)
             .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let source = utf8(b.column(5))?;
-        let source = source.as_string::<i32>();
+        let source = Text::of(b.column(5))?;
         for i in 0..b.num_rows() {
-            let profile = ProfileId::parse(pid.value(i)).ok_or_else(|| {
+            let (Some(kind), Some(value), Some(pid), Some(source)) =
+                (kind.get(i), value.get(i), pid.get(i), source.get(i))
+            else {
+                return Err(UnifyError::Internal(
+                    "profiles.identity_map holds a row with a null id_type, id_value, \
+                     profile_id or source_table"
+                        .into(),
+                ));
+            };
+            let profile = ProfileId::parse(pid).ok_or_else(|| {
                 UnifyError::Internal(format!(
-                    "profiles.identity_map holds a malformed profile id `{}`",
-                    pid.value(i)
+                    "profiles.identity_map holds a malformed profile id `{pid}`"
                 ))
             })?;
-            restore.add(
-                kind.value(i),
-                value.value(i),
-                profile,
-                first.value(i),
-                last.value(i),
-                source.value(i),
-            );
+            restore.add(kind, value, profile, first.value(i), last.value(i), source);
         }
     }
     Ok(restore.finish())
@@ -519,7 +551,18 @@ async fn read_source(
             )))
         }
     };
-    let text = |c: &str| cast(ident(c), DataType::Utf8);
+    // String columns are read as the scan gives them (no copy); others as text.
+    let text = |c: &str| {
+        let is_text = df
+            .schema()
+            .field_with_unqualified_name(c)
+            .is_ok_and(|f| Text::is_text(f.data_type()));
+        if is_text {
+            ident(c)
+        } else {
+            cast(ident(c), DataType::Utf8)
+        }
+    };
     let mut exprs = Vec::new();
     let mut kinds = Vec::new();
     for (kind, column) in &source.ids {
@@ -573,42 +616,48 @@ async fn read_source(
     while let Some(b) = stream.next().await {
         let b = b?;
         let mut ids: Vec<(usize, &str)> = Vec::new();
-        let owned: Vec<ArrayRef> = (0..fixed + 2 * typed)
-            .map(|i| utf8(b.column(i)))
+        let strings: Vec<Text> = (0..fixed + 2 * typed)
+            .map(|i| Text::of(b.column(i)))
             .collect::<Result<_>>()?;
-        let strings: Vec<&StringArray> = owned.iter().map(|a| a.as_string::<i32>()).collect();
-        // Types that are data: resolve each distinct name once per batch.
+        // Types that are data: resolve each run of one name once.
         typed_kinds.clear();
         for t in 0..typed {
-            let col = strings[fixed + 2 * t];
+            let col = &strings[fixed + 2 * t];
+            let mut last: Option<(&str, usize)> = None;
             typed_kinds.push(
                 (0..b.num_rows())
-                    .map(|i| col.is_valid(i).then(|| graph.type_index(col.value(i))))
+                    .map(|i| {
+                        let name = col.get(i)?;
+                        Some(match last {
+                            Some((l, k)) if l == name => k,
+                            _ => {
+                                let k = graph.type_index(name);
+                                last = Some((name, k));
+                                k
+                            }
+                        })
+                    })
                     .collect(),
             );
         }
         let ts = b
             .column(fixed + 2 * typed)
             .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        let key = utf8(b.column(fixed + 2 * typed + 1))?;
-        let key = key.as_string::<i32>();
+        let key = Text::of(b.column(fixed + 2 * typed + 1))?;
         for i in 0..b.num_rows() {
             ids.clear();
             for (c, kind) in kinds.iter().enumerate() {
-                if strings[c].is_valid(i) {
-                    ids.push((kind.expect("fixed kinds are resolved"), strings[c].value(i)));
+                if let Some(v) = strings[c].get(i) {
+                    ids.push((kind.expect("fixed kinds are resolved"), v));
                 }
             }
             for (t, kinds_of) in typed_kinds.iter().enumerate() {
-                let v = strings[fixed + 2 * t + 1];
-                if let Some(kind) = kinds_of[i]
-                    && v.is_valid(i)
-                {
-                    ids.push((kind, v.value(i)));
+                if let (Some(kind), Some(v)) = (kinds_of[i], strings[fixed + 2 * t + 1].get(i)) {
+                    ids.push((kind, v));
                 }
             }
             let ts = if ts.is_valid(i) { ts.value(i) } else { 0 };
-            let row = if key.is_valid(i) { key.value(i) } else { "" };
+            let row = key.get(i).unwrap_or("");
             graph.observe(batch, src, row, ts, &ids);
         }
         rows += b.num_rows() as u64;
@@ -645,7 +694,8 @@ fn strings<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
 
 const CHUNK: usize = 1 << 20;
 
-fn identity_batches(identities: &[Identity]) -> Result<Vec<RecordBatch>> {
+/// The identity map's rows among nodes `range`, built straight from the graph.
+fn identity_batch(graph: &mut Graph, range: std::ops::Range<usize>) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id_type", DataType::Utf8, false),
         Field::new("id_value", DataType::Utf8, false),
@@ -654,23 +704,39 @@ fn identity_batches(identities: &[Identity]) -> Result<Vec<RecordBatch>> {
         ts_field("last_seen", false),
         Field::new("source_table", DataType::Utf8, false),
     ]));
-    identities
-        .chunks(CHUNK)
-        .map(|c| {
-            let pids: Vec<String> = c.iter().map(|i| i.profile.to_string()).collect();
-            Ok(RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    strings(c.iter().map(|i| Some(i.id.kind.as_str()))),
-                    strings(c.iter().map(|i| Some(i.id.value.as_str()))),
-                    strings(pids.iter().map(|p| Some(p.as_str()))),
-                    ts_array(c.iter().map(|i| Some(i.first_seen))),
-                    ts_array(c.iter().map(|i| Some(i.last_seen))),
-                    strings(c.iter().map(|i| Some(i.source.as_str()))),
-                ],
-            )?)
-        })
-        .collect()
+    let n = range.len();
+    let mut kind = StringBuilder::with_capacity(n, n * 8);
+    let mut value = StringBuilder::with_capacity(n, n * 16);
+    let mut profile = StringBuilder::with_capacity(n, n * 25);
+    let mut source = StringBuilder::with_capacity(n, n * 16);
+    let (mut first, mut last) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut pid = String::with_capacity(25);
+    graph.identity_rows(range, |i| {
+        kind.append_value(i.kind);
+        value.append_value(i.value);
+        pid.clear();
+        i.profile.push_to(&mut pid);
+        profile.append_value(&pid);
+        first.push(micros(i.first_seen));
+        last.push(micros(i.last_seen));
+        source.append_value(i.source);
+    });
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(kind.finish()),
+            Arc::new(value.finish()),
+            Arc::new(profile.finish()),
+            utc(first),
+            utc(last),
+            Arc::new(source.finish()),
+        ],
+    )?)
+}
+
+/// Microseconds since the epoch as a UTC timestamp column.
+fn utc(micros: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("UTC"))
 }
 
 fn profile_batches(graph: &Graph, rows: &[ProfileRow]) -> Result<Vec<RecordBatch>> {
@@ -695,9 +761,15 @@ fn profile_batches(graph: &Graph, rows: &[ProfileRow]) -> Result<Vec<RecordBatch
     let schema = Arc::new(Schema::new(fields));
     rows.chunks(CHUNK)
         .map(|c| {
-            let ids: Vec<String> = c.iter().map(|p| p.id.to_string()).collect();
+            let mut ids = StringBuilder::with_capacity(c.len(), c.len() * 25);
+            let mut pid = String::with_capacity(25);
+            for p in c {
+                pid.clear();
+                p.id.push_to(&mut pid);
+                ids.append_value(&pid);
+            }
             let mut columns: Vec<ArrayRef> = vec![
-                strings(ids.iter().map(|s| Some(s.as_str()))),
+                Arc::new(ids.finish()),
                 ts_array(c.iter().map(|p| Some(p.created_at))),
                 ts_array(c.iter().map(|p| Some(p.updated_at))),
                 Arc::new(
@@ -806,30 +878,31 @@ fn history_batches(graph: &Graph, run: i64) -> Result<[(&'static str, Vec<Record
     let refused = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
 
     let mut links = Vec::new();
-    let mut start = 0;
-    loop {
-        let l = graph.links(start..start + CHUNK);
-        if l.is_empty() && start > 0 {
-            break;
-        }
-        let mut fields = edge("from");
-        fields.extend(edge("to"));
-        fields.extend(provenance_fields());
-        let mut cols = vec![
-            strings(l.iter().map(|l| kind(Some(&l.from)))),
-            strings(l.iter().map(|l| value(Some(&l.from)))),
-            strings(l.iter().map(|l| kind(Some(&l.to)))),
-            strings(l.iter().map(|l| value(Some(&l.to)))),
-        ];
-        cols.extend(provenance_columns(
-            &l.iter().map(|l| &l.at).collect::<Vec<_>>(),
-            run,
-        ));
-        links.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
-        start += CHUNK;
-        if l.len() < CHUNK {
-            break;
-        }
+    let mut fields = edge("from");
+    fields.extend(edge("to"));
+    fields.extend(provenance_fields());
+    let schema = Arc::new(Schema::new(fields));
+    for start in (0..graph.link_count().max(1)).step_by(CHUNK) {
+        let n = CHUNK.min(graph.link_count() - start);
+        let mut cols: [StringBuilder; 6] =
+            std::array::from_fn(|_| StringBuilder::with_capacity(n, n * 12));
+        let mut at = Vec::with_capacity(n);
+        graph.link_rows(start..start + n, |l| {
+            cols[0].append_value(l.from.0);
+            cols[1].append_value(l.from.1);
+            cols[2].append_value(l.to.0);
+            cols[3].append_value(l.to.1);
+            cols[4].append_value(l.source);
+            cols[5].append_option((!l.row.is_empty()).then_some(l.row));
+            at.push(micros(l.ts));
+        });
+        let mut cols: Vec<ArrayRef> = cols
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        cols.push(utc(at));
+        cols.push(Arc::new(Int64Array::from(vec![run; n])));
+        links.push(RecordBatch::try_new(schema.clone(), cols)?);
     }
     Ok([
         (MERGES, vec![merges]),
@@ -851,44 +924,66 @@ async fn version_after(
 
 /// Writes every output of the run under the `unify` transaction at `run`; the versions of
 /// `identity_map` and `profiles` written.
+///
+/// The history tables and `profiles` are written while the identity map's rows are built,
+/// then the graph is dropped and the identity map written. Every write is exactly-once under
+/// the run's transaction, so a crash between any of the commits is finished by the rerun.
 async fn write_outputs(
     lake: &Lake,
-    graph: &mut Graph,
+    mut graph: Graph,
     run: i64,
     report: &mut RunReport,
     crash_at: Option<CrashPoint>,
 ) -> Result<(i64, i64)> {
-    for (name, batches) in history_batches(graph, run)? {
-        // An empty append still commits, so that the table exists with its schema for the
-        // queries users write against it.
-        lake.append(&table(name), batches)
-            .with_txn(Txn::new(TXN, run))
-            .await?;
-    }
-    crash(crash_at, CrashPoint::History)?;
+    let history = history_batches(&graph, run)?;
     let profiles = graph.profiles();
     report.profiles = profiles.len() as u64;
-    let batches = profile_batches(graph, &profiles)?;
+    let profile_batches = profile_batches(&graph, &profiles)?;
     drop(profiles);
-    let pt = table(PROFILES);
-    let commit = lake
-        .overwrite(&pt, batches)
-        .with_txn(Txn::new(TXN, run))
-        .await?;
-    let pv = version_after(lake, &pt, &commit).await?;
-    crash(crash_at, CrashPoint::Profiles)?;
-    let mut batches = Vec::new();
-    for start in (0..graph.len()).step_by(CHUNK) {
-        let identities = graph.identities_in(start..start + CHUNK);
-        report.identifiers += identities.len() as u64;
-        batches.extend(identity_batches(&identities)?);
-    }
-    let it = table(IDENTITY_MAP);
-    let commit = lake
-        .overwrite(&it, batches)
-        .with_txn(Txn::new(TXN, run))
-        .await?;
-    let iv = version_after(lake, &it, &commit).await?;
+    // The history and `profiles` are written (on the runtime's workers) while the identity
+    // map's rows are built here.
+    let rest = tokio::spawn({
+        let lake = lake.clone();
+        async move {
+            for (name, batches) in history {
+                // An empty append still commits, so that the table exists with its schema
+                // for the queries users write against it.
+                lake.append(&table(name), batches)
+                    .with_txn(Txn::new(TXN, run))
+                    .await?;
+            }
+            crash(crash_at, CrashPoint::History)?;
+            let pt = table(PROFILES);
+            let commit = lake
+                .overwrite(&pt, profile_batches)
+                .with_txn(Txn::new(TXN, run))
+                .await?;
+            let pv = version_after(&lake, &pt, &commit).await?;
+            crash(crash_at, CrashPoint::Profiles)?;
+            Ok::<_, UnifyError>(pv)
+        }
+    });
+    let identity_map = async {
+        let mut batches = Vec::new();
+        for start in (0..graph.len()).step_by(CHUNK) {
+            let b = identity_batch(&mut graph, start..start + CHUNK)?;
+            report.identifiers += b.num_rows() as u64;
+            batches.push(b);
+        }
+        drop(graph);
+        let it = table(IDENTITY_MAP);
+        let commit = lake
+            .overwrite(&it, batches)
+            .with_txn(Txn::new(TXN, run))
+            .await?;
+        version_after(lake, &it, &commit).await
+    };
+    // Both finish (or fail) before the run goes on: nothing is left writing behind it.
+    let iv = identity_map.await;
+    let pv = rest
+        .await
+        .map_err(|e| UnifyError::Internal(format!("the unify history writer stopped: {e}")))?;
+    let (iv, pv) = (iv?, pv?);
     crash(crash_at, CrashPoint::IdentityMap)?;
     Ok((iv, pv))
 }
