@@ -31,7 +31,8 @@ pub struct IndexedProfile {
 /// Every profile, by identifier.
 #[derive(Debug, Default)]
 pub struct ProfileIndex {
-    by_id: HashMap<(String, String), u32>,
+    /// Type, then value (two probes, no allocation per lookup).
+    by_id: HashMap<String, HashMap<String, u32>>,
     by_profile: HashMap<String, u32>,
     profiles: Vec<IndexedProfile>,
     /// The `identity_map` version it was built from.
@@ -44,7 +45,7 @@ impl ProfileIndex {
         let i = if kind == "profile_id" {
             self.by_profile.get(value)?
         } else {
-            self.by_id.get(&(kind.to_string(), value.to_string()))?
+            self.by_id.get(kind)?.get(value)?
         };
         self.profiles.get(*i as usize)
     }
@@ -86,9 +87,18 @@ impl ProfileIndex {
             );
             for i in 0..b.num_rows() {
                 let slot = index.slot(p.value(i));
-                let id = (k.value(i).to_string(), v.value(i).to_string());
-                index.profiles[slot as usize].ids.push(id.clone());
-                index.by_id.insert(id, slot);
+                let (kind, value) = (k.value(i), v.value(i));
+                index.profiles[slot as usize]
+                    .ids
+                    .push((kind.to_string(), value.to_string()));
+                match index.by_id.get_mut(kind) {
+                    Some(values) => values.insert(value.to_string(), slot),
+                    None => index
+                        .by_id
+                        .entry(kind.to_string())
+                        .or_default()
+                        .insert(value.to_string(), slot),
+                };
             }
         }
         // Trait tables: the profiles table, then any other table of the schema keyed by

@@ -160,6 +160,22 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The Profile API (`GET /v1/profiles/email:...`) at a steady rate on loopback, latency
+    /// percentiles next to an empty handler at the same rate.
+    ProfileApi {
+        /// People in the lake (one profile each, stitched by a real unify run).
+        #[arg(long, default_value_t = 100_000)]
+        profiles: usize,
+        /// Requests per second, in all.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Merge (upsert by key) changed rows into a large table.
     LakeMerge {
         #[arg(long, default_value_t = 10_000_000)]
@@ -185,6 +201,22 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         } => {
             let scratch = Scratch::new(dir)?;
             crate::bench_kafka::run(&data, &brokers, records, runs, scratch.path()).await
+        }
+        BenchCommand::ProfileApi {
+            profiles,
+            rate,
+            seconds,
+            connections,
+            dir,
+        } => {
+            let scratch = Scratch::new(dir)?;
+            let options = crate::bench_profile::Options {
+                profiles,
+                rate,
+                seconds,
+                connections,
+            };
+            crate::bench_profile::run(options, scratch.path()).await
         }
         BenchCommand::Extract { pages, dir } => {
             let scratch = Scratch::new(dir)?;

@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::bench_load::{self as load, Run};
 
 /// How requests are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +78,27 @@ impl Body {
     }
 }
 
+/// Posts `bodies` round-robin to `url` (see [`load::drive`]).
+async fn drive(
+    url: &str,
+    bodies: Arc<Vec<Body>>,
+    total_requests: usize,
+    connections: usize,
+    rate: Option<f64>,
+) -> Result<Run> {
+    let url = url.to_string();
+    load::drive(total_requests, connections, rate, move |client, i| {
+        let body = &bodies[i % bodies.len()];
+        let request = client
+            .post(&url)
+            .basic_auth("wk_bench", Some(""))
+            .header("content-type", "application/json")
+            .body(body.for_round(i / bodies.len()));
+        (request, body.events)
+    })
+    .await
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -140,109 +162,6 @@ fn load_bodies(data: &Path, shape: Shape, events: usize) -> Result<Vec<Body>> {
         bail!("no events found under {}", data.display());
     }
     Ok(bodies)
-}
-
-/// What a load run measured.
-struct Run {
-    requests: u64,
-    events: u64,
-    failed: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Run {
-    fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut l = self.latencies.clone();
-        l.sort();
-        l[((l.len() as f64 - 1.0) * p).round() as usize]
-    }
-}
-
-async fn drive(
-    url: &str,
-    bodies: Arc<Vec<Body>>,
-    total_requests: usize,
-    connections: usize,
-    rate: Option<f64>,
-) -> Result<Run> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let events = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let (client, bodies, next, events, failed, url) = (
-            client.clone(),
-            bodies.clone(),
-            next.clone(),
-            events.clone(),
-            failed.clone(),
-            url.to_string(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            // Open loop: each connection sends on its own schedule, whatever the answers do.
-            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
-            let mut due = started
-                + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / connections as f64));
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total_requests {
-                    break;
-                }
-                // With a schedule, latency counts from when the request was due (a late start
-                // is latency too: no coordinated omission).
-                let scheduled = match interval {
-                    Some(iv) => {
-                        let at = due;
-                        tokio::time::sleep_until(at.into()).await;
-                        due += iv;
-                        Some(at)
-                    }
-                    None => None,
-                };
-                let body = &bodies[i % bodies.len()];
-                let bytes = body.for_round(i / bodies.len());
-                let sent = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .basic_auth("wk_bench", Some(""))
-                    .header("content-type", "application/json")
-                    .body(bytes)
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        latencies.push(scheduled.unwrap_or(sent).elapsed());
-                        events.fetch_add(body.events, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await?);
-    }
-    Ok(Run {
-        requests: latencies.len() as u64,
-        events: events.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
-        latencies,
-    })
 }
 
 /// fdatasync()s per second of the disk under `dir`: 4 KiB appends, each synced.

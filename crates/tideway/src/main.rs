@@ -5,6 +5,8 @@ mod bench;
 mod bench_collect;
 mod bench_forward;
 mod bench_kafka;
+mod bench_load;
+mod bench_profile;
 mod bench_sync;
 mod cli;
 mod demo;

@@ -19,6 +19,21 @@ use tideway_unify::index::ProfileIndex;
 /// The environment variable holding the admin token; the API is off without it.
 pub const TOKEN_VAR: &str = "TIDEWAY_ADMIN_TOKEN";
 
+/// A profile as the API answers it, borrowed from the index.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    profile_id: &'a str,
+    identifiers: Vec<IdentifierRef<'a>>,
+    traits: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(serde::Serialize)]
+struct IdentifierRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    value: &'a str,
+}
+
 #[derive(Clone)]
 struct Api {
     index: Arc<RwLock<Arc<ProfileIndex>>>,
@@ -129,11 +144,16 @@ async fn lookup(State(api): State<Api>, headers: HeaderMap, Path(key): Path<Stri
         .lookup(kind, value)
         .or_else(|| index.lookup(kind, &value.trim().to_lowercase()));
     match found {
-        Some(p) => axum::Json(json!({
-            "profile_id": p.id,
-            "identifiers": p.ids.iter().map(|(t, v)| json!({"type": t, "value": v})).collect::<Vec<_>>(),
-            "traits": p.traits,
-        }))
+        // Serialized from the index as it is: nothing of the profile is copied first.
+        Some(p) => axum::Json(Answer {
+            profile_id: &p.id,
+            identifiers: p
+                .ids
+                .iter()
+                .map(|(kind, value)| IdentifierRef { kind, value })
+                .collect(),
+            traits: &p.traits,
+        })
         .into_response(),
         None => error(
             StatusCode::NOT_FOUND,
