@@ -783,7 +783,10 @@ impl Graph {
                 }
             }
         };
-        let (sk, sg) = (self.nodes[keep as usize].slot, self.nodes[gone as usize].slot);
+        let (sk, sg) = (
+            self.nodes[keep as usize].slot,
+            self.nodes[gone as usize].slot,
+        );
         let gone_kind = self.nodes[gone as usize].kind as usize;
         let (size, merges, counts) = match sg {
             NONE => {
