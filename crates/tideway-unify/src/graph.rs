@@ -442,13 +442,6 @@ impl Graph {
         self.find_key(key)
     }
 
-    /// Makes room for `more` identifiers.
-    pub fn reserve(&mut self, more: usize) {
-        self.index.reserve(more, |&(lo, _, _)| lo);
-        self.nodes.reserve(more);
-        self.ends.reserve(more);
-    }
-
     fn intern(&mut self, kind: u16, value: &str) -> Node {
         let key = self.key(kind as usize, value);
         if let Some(n) = self.find_key(key) {
@@ -838,6 +831,18 @@ impl Graph {
             source: self.sources[source as usize].clone(),
             row: row.to_string(),
             ts,
+        }
+    }
+
+    /// Orders this run's links by their ends' nodes, so that [`Graph::link_rows`] reads the
+    /// identifiers' text nearly in order instead of at random (the links table's row order
+    /// means nothing).
+    pub fn sort_links(&mut self) {
+        let key = |l: &LinkRef| (l.from, l.to);
+        if self.links.len() > 100_000 {
+            self.links.par_sort_unstable_by_key(key);
+        } else {
+            self.links.sort_unstable_by_key(key);
         }
     }
 

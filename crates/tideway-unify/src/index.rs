@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tideway_lake::{Lake, SqlOutput, TableName};
 
 use crate::error::Result;
-use crate::run::{IDENTITY_MAP, LINKS, MERGES, PROFILES, REFUSED, SCHEMA, table};
+use crate::run::{IDENTITY_MAP, LINKS, MERGES, PROFILES, REFUSED, SCHEMA, Text, table};
 
 /// One profile as the API answers it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,18 +76,16 @@ impl ProfileIndex {
         };
         for b in &rows.batches {
             let (p, k, v) = (
-                crate::run::utf8(b.column(0))?,
-                crate::run::utf8(b.column(1))?,
-                crate::run::utf8(b.column(2))?,
-            );
-            let (p, k, v) = (
-                p.as_string::<i32>(),
-                k.as_string::<i32>(),
-                v.as_string::<i32>(),
+                Text::of(b.column(0))?,
+                Text::of(b.column(1))?,
+                Text::of(b.column(2))?,
             );
             for i in 0..b.num_rows() {
-                let slot = index.slot(p.value(i));
-                let (kind, value) = (k.value(i), v.value(i));
+                let (Some(profile), Some(kind), Some(value)) = (p.get(i), k.get(i), v.get(i))
+                else {
+                    continue;
+                };
+                let slot = index.slot(profile);
                 index.profiles[slot as usize]
                     .ids
                     .push((kind.to_string(), value.to_string()));

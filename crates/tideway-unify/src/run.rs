@@ -54,18 +54,18 @@ pub(crate) fn utf8(a: &ArrayRef) -> Result<ArrayRef> {
 }
 
 /// A string column as a scan gives it (`Utf8`, `LargeUtf8` or `Utf8View`), read in place.
-enum Text<'a> {
+pub(crate) enum Text<'a> {
     Small(&'a StringArray),
     Large(&'a deltalake::arrow::array::LargeStringArray),
     View(&'a deltalake::arrow::array::StringViewArray),
 }
 
 impl<'a> Text<'a> {
-    fn is_text(t: &DataType) -> bool {
+    pub(crate) fn is_text(t: &DataType) -> bool {
         matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
     }
 
-    fn of(a: &'a ArrayRef) -> Result<Text<'a>> {
+    pub(crate) fn of(a: &'a ArrayRef) -> Result<Text<'a>> {
         Ok(match a.data_type() {
             DataType::Utf8 => Text::Small(a.as_string::<i32>()),
             DataType::LargeUtf8 => Text::Large(a.as_string::<i64>()),
@@ -78,7 +78,7 @@ impl<'a> Text<'a> {
         })
     }
 
-    fn get(&self, i: usize) -> Option<&'a str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&'a str> {
         match self {
             Text::Small(a) => a.is_valid(i).then(|| a.value(i)),
             Text::Large(a) => a.is_valid(i).then(|| a.value(i)),
@@ -935,6 +935,7 @@ async fn write_outputs(
     report: &mut RunReport,
     crash_at: Option<CrashPoint>,
 ) -> Result<(i64, i64)> {
+    graph.sort_links();
     let history = history_batches(&graph, run)?;
     let profiles = graph.profiles();
     report.profiles = profiles.len() as u64;
