@@ -442,10 +442,11 @@ impl Graph {
         self.find_key(key)
     }
 
-    fn intern(&mut self, kind: u16, value: &str) -> Node {
+    /// The node of `kind:value`, made if new, and the identifier's 128-bit key.
+    fn intern(&mut self, kind: u16, value: &str) -> (Node, u128) {
         let key = self.key(kind as usize, value);
         if let Some(n) = self.find_key(key) {
-            return n;
+            return (n, key);
         }
         let n = self.nodes.len() as Node;
         self.arena.push_str(value);
@@ -461,7 +462,7 @@ impl Graph {
             kind,
             first_source: 0,
         });
-        n
+        (n, key)
     }
 
     /// Adds one source row to `batch`: its identifiers as `(type index, raw value)`, its
@@ -482,10 +483,9 @@ impl Graph {
         for &(kind, raw) in ids {
             match self.rules.accept(kind, raw) {
                 Ok(value) => {
-                    let n = self.intern(kind as u16, &value);
-                    hash = hash.rotate_left(5)
-                        ^ xxh3_64(value.as_bytes())
-                        ^ (kind_name_hash(&self.rules.types[kind].name));
+                    // The interning key hashes the type and the value already.
+                    let (n, key) = self.intern(kind as u16, &value);
+                    hash = hash.rotate_left(5) ^ key as u64;
                     batch.nodes.push(n);
                 }
                 Err(Rejection { rule, detail }) => batch.refusals.push(Refusal {
@@ -1085,7 +1085,7 @@ impl Restore {
                 i
             }
         };
-        let n = g.intern(kind as u16, value);
+        let (n, _) = g.intern(kind as u16, value);
         g.nodes[n as usize].first_seen = first_seen;
         g.nodes[n as usize].last_seen = last_seen;
         g.nodes[n as usize].first_source = source;
@@ -1112,11 +1112,6 @@ impl Restore {
         }
         g
     }
-}
-
-fn kind_name_hash(name: &str) -> u64 {
-    // Type names are few and short; hashing one is a few nanoseconds.
-    xxh3_64(name.as_bytes())
 }
 
 fn human_ms(ms: i64) -> String {

@@ -178,7 +178,7 @@ pub async fn check(lake: &Lake, sources: Vec<SourceConfig>) -> Result<()> {
         let file = source.file.clone();
         let started = Instant::now();
         let checked = match &source.kind {
-            SourceKind::Kafka(kafka) => check_kafka(kafka).await,
+            SourceKind::Kafka(kafka) => check_kafka(&name, kafka).await,
             SourceKind::Rest(_) => Extractor::new(lake.clone(), source, RunOptions::default())?
                 .check()
                 .await
@@ -212,9 +212,12 @@ pub async fn check(lake: &Lake, sources: Vec<SourceConfig>) -> Result<()> {
 
 /// A Kafka source's check: the brokers answer and every topic exists; the records each
 /// topic holds.
-async fn check_kafka(source: &KafkaSource) -> tideway_extract::Result<Vec<(String, String)>> {
+async fn check_kafka(
+    name: &str,
+    source: &KafkaSource,
+) -> tideway_extract::Result<Vec<(String, String)>> {
     let kafka = |error| ExtractError::Kafka {
-        source_name: source.config.topics.join(", "),
+        source_name: name.to_string(),
         error,
     };
     let reader = KafkaReader::connect(source.config.clone())

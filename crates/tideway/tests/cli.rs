@@ -1522,6 +1522,33 @@ fn kafka_source(project: &Path, brokers: &str, topic: &str) {
     .unwrap();
 }
 
+/// `tideway sources check` with a Kafka source whose brokers do not answer: the failure
+/// names the source (not its topics) and the brokers tried. Needs no broker.
+#[test]
+fn a_kafka_source_that_cannot_connect_fails_its_check_under_its_own_name() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("sources/clicks.toml"),
+        "type = \"kafka\"\nbrokers = [\"127.0.0.1:1\"]\ntopics = [\"web-clicks\", \"app-clicks\"]\nrequest_timeout_ms = 2000\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("--project")
+        .arg(dir.path())
+        .args(["sources", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL  clicks"))
+        .unwrap_or_else(|| panic!("no FAIL line for `clicks`:\n{stdout}"));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(line.contains("clicks: "), "{line}");
+    assert!(!line.contains("web-clicks, app-clicks:"), "{line}");
+    assert!(line.contains("127.0.0.1:1"), "{line}");
+}
+
 /// `tideway extract` of a Kafka source killed with SIGKILL mid-read, twice, then run to the
 /// end: every record produced is in the lake exactly once (tested against the real broker).
 #[test]
