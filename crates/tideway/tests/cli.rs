@@ -1532,12 +1532,7 @@ fn a_kafka_source_that_cannot_connect_fails_its_check_under_its_own_name() {
         "type = \"kafka\"\nbrokers = [\"127.0.0.1:1\"]\ntopics = [\"web-clicks\", \"app-clicks\"]\nrequest_timeout_ms = 2000\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .arg("--project")
-        .arg(dir.path())
-        .args(["sources", "check"])
-        .output()
-        .unwrap();
+    let out = tideway(dir.path(), &["sources", "check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
