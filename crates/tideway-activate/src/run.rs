@@ -303,7 +303,7 @@ impl SyncJob {
                     state::RUNS,
                     diff::literal(&sync.name)
                 );
-                scalar_i64(lake, &sql).await?.unwrap_or(0) + 1
+                lake.scalar_i64(&sql).await?.unwrap_or(0) + 1
             }
         };
         Ok(Plan {
@@ -1210,20 +1210,6 @@ fn plain_types(batch: &RecordBatch) -> Result<RecordBatch> {
         columns,
     )
     .map_err(|e| ActivateError::Internal(e.to_string()))
-}
-
-/// The single integer a query returns (NULL as `None`).
-pub(crate) async fn scalar_i64(lake: &Lake, sql: &str) -> Result<Option<i64>> {
-    let SqlOutput::Rows(rows) = lake.sql(sql).await? else {
-        return Ok(None);
-    };
-    let Some(batch) = rows.batches.iter().find(|b| b.num_rows() > 0) else {
-        return Ok(None);
-    };
-    let c = deltalake::arrow::compute::cast(batch.column(0), &DataType::Int64)
-        .map_err(|e| ActivateError::Internal(e.to_string()))?;
-    let c = c.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-    Ok(c.is_valid(0).then(|| c.value(0)))
 }
 
 /// The Delta version of `table`, if it exists.

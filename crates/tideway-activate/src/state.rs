@@ -31,7 +31,7 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use serde_json::json;
 use tideway_lake::dead_letters::{self, DeadLetter};
-use tideway_lake::{Lake, SYSTEM_SCHEMA, Staged, TableName, Txn};
+use tideway_lake::{Lake, SYSTEM_SCHEMA, TableName, Txn};
 
 use crate::{ActivateError, Result};
 
@@ -105,69 +105,25 @@ pub async fn commit(
             .with_delete_column(DELETE)
             .with_kept_when_null("payload")
     };
-    let meta = json!({"sync": sync, "run": run, "txn": version, "staged": staged});
-    write
-        .with_txn(Txn::new(app.clone(), version))
-        .with_metadata(COMMIT_KEY, meta)
+    let mut meta = serde_json::Map::new();
+    meta.insert("sync".into(), json!(sync));
+    meta.insert("run".into(), json!(run));
+    meta.insert("txn".into(), json!(version));
+    lake.commit_with_staged(write, Txn::new(app, version), COMMIT_KEY, meta, staged)
         .await?;
-    for files in &staged {
-        lake.commit_staged(files, Txn::new(app.clone(), version))
-            .await?;
-    }
     Ok(())
 }
-
-/// How many of `sync_state`'s newest commits [`roll_forward`] reads before the whole history.
-const RECENT_COMMITS: usize = 1_000;
 
 /// Finishes the last chunk of `sync` that a crash cut between its state commit and the
 /// commits of its log and dead letters (see the module docs); returns the rows it added. A
 /// run calls it before its first commit, so only the sync's newest state commit can be
 /// unfinished.
 pub async fn roll_forward(lake: &Lake, sync: &str) -> Result<u64> {
-    let state = table(STATE);
-    if lake.txn_version(&state, &txn_app(sync)).await?.is_none() {
-        return Ok(0);
-    }
-    // The sync's newest commit is usually among the table's last few (other syncs commit in
-    // between): those are listed and read first, the whole history only if it is not there.
     let ours = |m: &serde_json::Value| m["sync"] == sync;
-    let mut last = lake
-        .find_commit_metadata(&state, COMMIT_KEY, Some(RECENT_COMMITS), ours)
+    let finished = lake
+        .roll_forward_staged(&table(STATE), &txn_app(sync), COMMIT_KEY, ours)
         .await?;
-    if last.is_none() {
-        last = lake
-            .find_commit_metadata(&state, COMMIT_KEY, None, ours)
-            .await?;
-    }
-    let Some(last) = last else {
-        return Ok(0);
-    };
-    let (Some(version), Some(staged)) = (last["txn"].as_i64(), last.get("staged")) else {
-        return Ok(0);
-    };
-    let staged: Vec<Staged> = serde_json::from_value(staged.clone()).map_err(|e| {
-        ActivateError::Internal(format!(
-            "the staged files of sync `{sync}`'s commit {version} cannot be read: {e}"
-        ))
-    })?;
-    let mut rows = 0;
-    for files in &staged {
-        let commit = lake
-            .commit_staged(files, Txn::new(txn_app(sync), version))
-            .await?;
-        if !commit.skipped {
-            tracing::warn!(
-                sync,
-                table = files.table,
-                rows = files.rows,
-                txn = version,
-                "a crash cut the last chunk after its state commit: its rows are committed now"
-            );
-            rows += files.rows;
-        }
-    }
-    Ok(rows)
+    Ok(finished.map_or(0, |(_, rows)| rows))
 }
 
 /// Data files of `sync_state` past which a run compacts it. Every chunk a run commits adds a

@@ -32,8 +32,8 @@
 //! `kafka:<source>:<topic>` (its version counts the batches) and, in its `commitInfo`
 //! (`tideway.kafka`), the next offset of every partition of the topic: **the positions advance
 //! in the same atomic commit as the rows they cover.** Child-table rows and dead letters are
-//! written first as staged files (invisible, see [`tideway_lake::Staged`]) that the checkpoint
-//! names, and committed under the same transaction right after; a run that finds a checkpoint
+//! written first as staged files (invisible) that the checkpoint names, and committed under
+//! the same transaction right after ([`Lake::commit_with_staged`]); a run that finds a checkpoint
 //! whose staged files were not committed (a crash in between) commits them before reading on.
 //! A crash before the checkpoint leaves nothing visible, and the rerun reads those records
 //! again from the previous positions: no duplicate and no gap.
@@ -52,9 +52,9 @@ use serde_json::{Map, Value, json};
 use tideway_core::config::{Diags, Secret};
 use tideway_core::naming;
 use tideway_lake::dead_letters::{self, DeadLetter};
-use tideway_lake::{Lake, Staged, TableName, Txn};
+use tideway_lake::{Lake, TableName, Txn};
 use toml::Spanned;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::error::{ExtractError, Result};
 use crate::kafka::{
@@ -65,9 +65,6 @@ use crate::run::{ResourceReport, RunOptions, RunProgress, RunReport, existing_ta
 
 /// The `commitInfo` key of a topic table's commits: a [`Checkpoint`].
 pub const COMMIT_KEY: &str = "tideway.kafka";
-
-/// How many recent commits of a topic table are searched for its checkpoint first.
-const RECENT_COMMITS: usize = 1_000;
 
 /// The columns that say where a row's record was.
 pub const PARTITION: &str = "_kafka_partition";
@@ -194,15 +191,14 @@ impl KafkaSource {
     }
 }
 
-/// What a topic table's commit records: where the next read of each partition starts, the
-/// batch number (the Delta transaction's version) and the staged files it covers.
+/// What a topic table's commit records: where the next read of each partition starts and
+/// the batch number (the Delta transaction's version). The lake adds the staged files it
+/// covers ([`Lake::commit_with_staged`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
     batch: i64,
     /// Partition → the next offset to read.
     positions: BTreeMap<i32, i64>,
-    #[serde(default)]
-    staged: Vec<Staged>,
 }
 
 /// One topic's load: its table, normalizer and counts.
@@ -393,44 +389,18 @@ impl KafkaLoader {
 
     /// The newest checkpoint of a topic table, its staged files committed.
     async fn checkpoint(&self, table: &TableName, app: &str) -> Result<Checkpoint> {
-        if self.lake.txn_version(table, app).await?.is_none() {
-            return Ok(Checkpoint::default());
-        }
-        let mut found = self
+        let Some((found, _)) = self
             .lake
-            .find_commit_metadata(table, COMMIT_KEY, Some(RECENT_COMMITS), |_| true)
-            .await?;
-        if found.is_none() {
-            found = self
-                .lake
-                .find_commit_metadata(table, COMMIT_KEY, None, |_| true)
-                .await?;
-        }
-        let Some(found) = found else {
+            .roll_forward_staged(table, app, COMMIT_KEY, |_| true)
+            .await?
+        else {
             return Ok(Checkpoint::default());
         };
-        let checkpoint: Checkpoint =
-            serde_json::from_value(found).map_err(|e| ExtractError::Checkpoint {
-                source_name: self.name.clone(),
-                table: table.to_string(),
-                message: e.to_string(),
-            })?;
-        for files in &checkpoint.staged {
-            let commit = self
-                .lake
-                .commit_staged(files, Txn::new(app, checkpoint.batch))
-                .await?;
-            if !commit.skipped {
-                warn!(
-                    source = self.name,
-                    table = files.table,
-                    rows = files.rows,
-                    batch = checkpoint.batch,
-                    "a crash cut the last batch after its checkpoint: its rows are committed now"
-                );
-            }
-        }
-        Ok(checkpoint)
+        serde_json::from_value(found).map_err(|e| ExtractError::Checkpoint {
+            source_name: self.name.clone(),
+            table: table.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Commits `records` (read up to `positions`), topic by topic.
@@ -557,22 +527,16 @@ impl KafkaLoader {
             },
         };
         let rows = root.num_rows() as u64;
-        let checkpoint = Checkpoint {
-            batch,
-            positions,
-            staged,
-        };
-        let meta = serde_json::to_value(&checkpoint).expect("a checkpoint serializes");
-        self.lake
-            .append(&topic.table, vec![root])
-            .with_txn(txn())
-            .with_metadata(COMMIT_KEY, meta)
-            .await?;
-        for files in &checkpoint.staged {
-            self.lake.commit_staged(files, txn()).await?;
-        }
         let mut counts = vec![(topic.table.to_string(), rows)];
-        counts.extend(checkpoint.staged.iter().map(|s| (s.table.clone(), s.rows)));
+        counts.extend(staged.iter().map(|s| (s.table.clone(), s.rows)));
+        let checkpoint = Checkpoint { batch, positions };
+        let Ok(Value::Object(meta)) = serde_json::to_value(&checkpoint) else {
+            unreachable!("a checkpoint serializes to a JSON object")
+        };
+        let write = self.lake.append(&topic.table, vec![root]);
+        self.lake
+            .commit_with_staged(write, txn(), COMMIT_KEY, meta, staged)
+            .await?;
         for (table, n) in counts {
             *topic.report.tables.entry(table.clone()).or_default() += n;
             *self
@@ -585,10 +549,7 @@ impl KafkaLoader {
         }
         topic.report.commits += 1;
         topic.report.pages += 1;
-        topic.committed = Checkpoint {
-            staged: Vec::new(),
-            ..checkpoint
-        };
+        topic.committed = checkpoint;
         Ok(())
     }
 

@@ -66,6 +66,16 @@ pub enum LakeError {
         source: DeltaTableError,
     },
 
+    /// A commit's own metadata (what a Tideway writer records in `commitInfo`) cannot be read.
+    #[error(
+        "the commit metadata `{key}` of `{table}` cannot be read ({message}); was the table written by something else?"
+    )]
+    CommitMetadata {
+        table: String,
+        key: String,
+        message: String,
+    },
+
     /// DataFusion failed while planning or running a query.
     #[error(transparent)]
     Query(#[from] DataFusionError),
@@ -99,7 +109,8 @@ impl Faulty for LakeError {
             | LakeError::Location { .. }
             | LakeError::InvalidMerge { .. }
             | LakeError::Sql(_)
-            | LakeError::Import { .. } => Fault::User,
+            | LakeError::Import { .. }
+            | LakeError::CommitMetadata { .. } => Fault::User,
             LakeError::Contention { .. } | LakeError::Storage { .. } => Fault::External,
             LakeError::Query(e) => match e.find_root() {
                 DataFusionError::Plan(_)

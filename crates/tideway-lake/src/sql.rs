@@ -90,6 +90,29 @@ impl Lake {
         })
     }
 
+    /// The first value of the first row a query gives, as an integer (`SELECT count(*) ...`,
+    /// `SELECT max(version) ...`); `None` for NULL, no row, or a statement that is not a
+    /// query. A value that is not a number is an error naming its type.
+    pub async fn scalar_i64(&self, sql: &str) -> Result<Option<i64>> {
+        use deltalake::arrow::array::{Array, AsArray};
+        let SqlOutput::Rows(rows) = self.sql(sql).await? else {
+            return Ok(None);
+        };
+        let Some(batch) = rows.batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let column = batch.column(0);
+        if !column.data_type().is_numeric() && !column.data_type().is_null() {
+            return Err(LakeError::Sql(format!(
+                "`{sql}` gives a {} where an integer was expected",
+                column.data_type()
+            )));
+        }
+        let c = deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Int64)?;
+        let c = c.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        Ok(c.is_valid(0).then(|| c.value(0)))
+    }
+
     /// Runs one or more `;`-separated statements; the last one, if a query, is planned but
     /// not run, so its rows can be streamed.
     pub async fn execute(&self, sql: &str) -> Result<Executed> {

@@ -10,17 +10,21 @@
 //! committed too, exactly once; if A never commits, B's files stay invisible until a vacuum
 //! removes them.
 //!
+//! [`Lake::commit_with_staged`] does the commits; [`Lake::roll_forward_staged`] is what a
+//! writer calls before its next commit, to finish one that a crash cut short.
+//!
 //! ```no_run
 //! # async fn demo(lake: tideway_lake::Lake, log: Vec<deltalake::arrow::array::RecordBatch>,
 //! #     state: Vec<deltalake::arrow::array::RecordBatch>) -> Result<(), tideway_lake::LakeError> {
 //! use tideway_lake::Txn;
-//! let log_table = "_tideway.sync_log".parse()?;
-//! let staged = lake.stage(&log_table, log).await?;
-//! lake.merge(&"_tideway.sync_state".parse()?, state, &["sync", "key"])
-//!     .with_txn(Txn::new("sync:leads", 7))
-//!     .with_metadata("staged", serde_json::to_value(&staged).expect("files serialize"))
+//! let state_table = "_tideway.sync_state".parse()?;
+//! let is_ours = |meta: &serde_json::Value| meta["sync"] == "leads";
+//! lake.roll_forward_staged(&state_table, "sync:leads", "tideway.sync", is_ours).await?;
+//! let staged = vec![lake.stage(&"_tideway.sync_log".parse()?, log).await?];
+//! let meta = serde_json::json!({"sync": "leads"}).as_object().cloned().unwrap_or_default();
+//! let write = lake.merge(&state_table, state, &["sync", "key"]);
+//! lake.commit_with_staged(write, Txn::new("sync:leads", 7), "tideway.sync", meta, staged)
 //!     .await?;
-//! lake.commit_staged(&staged, Txn::new("sync:leads", 7)).await?;
 //! # Ok(()) }
 //! ```
 
@@ -30,12 +34,20 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::error::{LakeError, Result};
 use crate::lake::Lake;
 use crate::name::TableName;
-use crate::write::{Commit, Txn};
+use crate::write::{Commit, Txn, Write};
+
+/// The field of a commit's metadata that lists its staged files.
+const STAGED: &str = "staged";
+
+/// How many of a table's newest commits [`Lake::roll_forward_staged`] reads before its whole
+/// history.
+const RECENT_COMMITS: usize = 1_000;
 
 /// Data files written to a table and not committed yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,5 +163,78 @@ impl Lake {
         self.inner.catalog.add_table(&name);
         info!(table = %name, version = ?commit.version, rows = staged.rows, "committed staged files");
         Ok(commit)
+    }
+
+    /// Commits `write` under `txn`, its `commitInfo[key]` being `meta` with a `staged` field
+    /// naming `staged`, then commits the staged files under `txn` too (see the module
+    /// docs): once the write commits, the staged rows are committed too, exactly once, even if
+    /// a crash comes between (the next [`Lake::roll_forward_staged`] adds them).
+    pub async fn commit_with_staged(
+        &self,
+        write: Write,
+        txn: Txn,
+        key: &str,
+        mut meta: serde_json::Map<String, Value>,
+        staged: Vec<Staged>,
+    ) -> Result<Commit> {
+        meta.insert(
+            STAGED.into(),
+            serde_json::to_value(&staged).expect("staged files serialize"),
+        );
+        let write = write.with_txn(txn.clone());
+        let commit = write.with_metadata(key, Value::Object(meta)).await?;
+        for files in &staged {
+            self.commit_staged(files, txn.clone()).await?;
+        }
+        Ok(commit)
+    }
+
+    /// Finishes the newest commit of `name` under transaction `app` whose
+    /// `commitInfo[key]` satisfies `ours`, if a crash cut it between its own commit and its
+    /// staged files' (see [`Lake::commit_with_staged`]). Returns that commit's metadata and the
+    /// rows it added now (0 when nothing was missing), or `None` if `app` never committed
+    /// to `name`. Only a writer's newest commit can be unfinished, as each writer calls this
+    /// before its next commit.
+    pub async fn roll_forward_staged(
+        &self,
+        name: &TableName,
+        app: &str,
+        key: &str,
+        ours: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(Value, u64)>> {
+        let Some(version) = self.txn_version(name, app).await? else {
+            return Ok(None);
+        };
+        // The writer's newest commit is usually among the table's last few (other writers
+        // commit in between): those are read first, the whole history only if need be.
+        let mut found = self
+            .find_commit_metadata(name, key, Some(RECENT_COMMITS), &ours)
+            .await?;
+        if found.is_none() {
+            found = self.find_commit_metadata(name, key, None, &ours).await?;
+        }
+        let Some(meta) = found else {
+            return Ok(None);
+        };
+        let staged: Vec<Staged> = match meta.get(STAGED) {
+            Some(files) => serde_json::from_value(files.clone()).map_err(|e| {
+                LakeError::CommitMetadata {
+                    table: name.to_string(),
+                    key: key.to_string(),
+                    message: format!("the staged files of `{app}` {version}: {e}"),
+                }
+            })?,
+            None => Vec::new(),
+        };
+        let mut rows = 0;
+        for files in &staged {
+            let commit = self.commit_staged(files, Txn::new(app, version)).await?;
+            if !commit.skipped {
+                warn!(table = files.table, rows = files.rows, app, txn = version,
+                    "a crash cut a commit short after its own table: its staged rows are committed now");
+                rows += files.rows;
+            }
+        }
+        Ok(Some((meta, rows)))
     }
 }

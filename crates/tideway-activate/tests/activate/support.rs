@@ -14,18 +14,10 @@ use tideway_lake::{Lake, SqlOutput};
 
 /// The first value of a query giving one integer (`SELECT count(*) ...`).
 pub async fn count(lake: &Lake, sql: &str) -> i64 {
-    let SqlOutput::Rows(rows) = lake.sql(sql).await.unwrap() else {
-        panic!("`{sql}` gives rows")
-    };
-    let c = deltalake::arrow::compute::cast(
-        rows.batches[0].column(0),
-        &deltalake::arrow::datatypes::DataType::Int64,
-    )
-    .unwrap();
-    c.as_any()
-        .downcast_ref::<deltalake::arrow::array::Int64Array>()
+    lake.scalar_i64(sql)
+        .await
         .unwrap()
-        .value(0)
+        .unwrap_or_else(|| panic!("`{sql}` gives no integer"))
 }
 
 /// `(source, reason)` of every dead letter, by reason.

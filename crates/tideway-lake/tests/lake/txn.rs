@@ -23,19 +23,8 @@ pub fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
 }
 
 pub async fn count(lake: &Lake, table: &str) -> i64 {
-    let SqlOutput::Rows(r) = lake
-        .sql(&format!("SELECT count(*) AS n FROM {table}"))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    r.batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0)
+    let sql = format!("SELECT count(*) AS n FROM {table}");
+    lake.scalar_i64(&sql).await.unwrap().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,4 +225,84 @@ async fn a_staged_file_that_is_gone_is_left_out_of_the_commit() {
         .await
         .unwrap();
     assert_eq!(count(&lake, "_tideway.log").await, 5);
+}
+
+/// A commit that names staged files of other tables, cut by a crash after its own table's
+/// commit: `roll_forward_staged` commits the staged rows once, and only the newest commit of
+/// the writer it is asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_cut_after_its_own_table_is_finished_once_by_rolling_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    let state: TableName = "_tideway.state".parse().unwrap();
+    let log: TableName = "_tideway.log".parse().unwrap();
+    let meta = |writer: &str| {
+        let mut m = serde_json::Map::new();
+        m.insert("writer".into(), serde_json::json!(writer));
+        m
+    };
+    let ours = |v: &serde_json::Value| v["writer"] == "a";
+    // Nothing committed yet by `a`.
+    let none = lake
+        .roll_forward_staged(&state, "w:a", "tideway.test", ours)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+
+    // Writer a's first commit goes through whole.
+    let staged = vec![lake.stage(&log, vec![rows(0..5)]).await.unwrap()];
+    let write = lake.append(&state, vec![rows(0..1)]);
+    lake.commit_with_staged(write, Txn::new("w:a", 1), "tideway.test", meta("a"), staged)
+        .await
+        .unwrap();
+    assert_eq!(count(&lake, "_tideway.log").await, 5);
+
+    // Its second: the log's commit is lost (the process stopped between the two commits).
+    let staged = vec![lake.stage(&log, vec![rows(5..12)]).await.unwrap()];
+    let write = lake.append(&state, vec![rows(1..2)]);
+    lake.commit_with_staged(write, Txn::new("w:a", 2), "tideway.test", meta("a"), staged)
+        .await
+        .unwrap();
+    let newest = std::fs::read_dir(dir.path().join("_tideway/log/_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .max()
+        .unwrap();
+    std::fs::remove_file(newest).unwrap();
+    let lake = Lake::open(&dir.path().display().to_string(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(count(&lake, "_tideway.log").await, 5);
+
+    // Another writer commits to the same table after it.
+    let write = lake.append(&state, vec![rows(2..3)]);
+    lake.commit_with_staged(write, Txn::new("w:b", 1), "tideway.test", meta("b"), Vec::new())
+        .await
+        .unwrap();
+
+    let (found, added) = lake
+        .roll_forward_staged(&state, "w:a", "tideway.test", ours)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found["writer"].as_str(), added), (Some("a"), 7));
+    assert_eq!(count(&lake, "_tideway.log").await, 12);
+    let (_, again) = lake
+        .roll_forward_staged(&state, "w:a", "tideway.test", ours)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, 0, "a second roll forward adds nothing");
+    assert_eq!(count(&lake, "_tideway.log").await, 12);
+
+    // A scalar that is not a number is an error that names its type.
+    let e = lake
+        .scalar_i64("SELECT v FROM _tideway.log LIMIT 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Utf8") && e.contains("integer"), "{e}");
 }
