@@ -15,7 +15,7 @@ use std::time::Instant;
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::DataType;
 use serde_json::{Map, Value, json};
-use tideway_lake::{Lake, SqlOutput, TableName};
+use tideway_lake::{Lake, TableName};
 
 use crate::config::{Backfill, EventType, Field, Mode, OnDelete, SyncConfig};
 use crate::delivery::{Delivery, RetryPolicy};
@@ -1227,12 +1227,12 @@ pub async fn replay(lake: &Lake, sync: &str) -> Result<u64> {
         return Ok(0);
     }
     let filter = format!("sync = {} AND status = 'dead'", diff::literal(sync));
-    let n = scalar_i64(
-        lake,
-        &format!("SELECT count(*) FROM _tideway.sync_state WHERE {filter}"),
-    )
-    .await?
-    .unwrap_or(0);
+    let n = lake
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM _tideway.sync_state WHERE {filter}"
+        ))
+        .await?
+        .unwrap_or(0);
     if n > 0 {
         // A replayed row starts a new streak of refusals (a state written before
         // `refused_since` existed has no such column).

@@ -108,7 +108,8 @@ impl Lake {
                 column.data_type()
             )));
         }
-        let c = deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Int64)?;
+        let c =
+            deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Int64)?;
         let c = c.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         Ok(c.is_valid(0).then(|| c.value(0)))
     }

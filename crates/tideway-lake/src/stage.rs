@@ -217,21 +217,26 @@ impl Lake {
             return Ok(None);
         };
         let staged: Vec<Staged> = match meta.get(STAGED) {
-            Some(files) => serde_json::from_value(files.clone()).map_err(|e| {
-                LakeError::CommitMetadata {
+            Some(files) => {
+                serde_json::from_value(files.clone()).map_err(|e| LakeError::CommitMetadata {
                     table: name.to_string(),
                     key: key.to_string(),
                     message: format!("the staged files of `{app}` {version}: {e}"),
-                }
-            })?,
+                })?
+            }
             None => Vec::new(),
         };
         let mut rows = 0;
         for files in &staged {
             let commit = self.commit_staged(files, Txn::new(app, version)).await?;
             if !commit.skipped {
-                warn!(table = files.table, rows = files.rows, app, txn = version,
-                    "a crash cut a commit short after its own table: its staged rows are committed now");
+                warn!(
+                    table = files.table,
+                    rows = files.rows,
+                    app,
+                    txn = version,
+                    "a crash cut a commit short after its own table: its staged rows are committed now"
+                );
                 rows += files.rows;
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use tideway_extract::kafka::KafkaWriter;
 use tideway_extract::{KafkaLoader, RunOptions, SourceConfig, SourceKind};
-use tideway_lake::{Lake, SqlOutput};
+use tideway_lake::Lake;
 
 use crate::kafka_reader::{broker, unique};
 

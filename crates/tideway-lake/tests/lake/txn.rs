@@ -279,9 +279,15 @@ async fn a_commit_cut_after_its_own_table_is_finished_once_by_rolling_forward() 
 
     // Another writer commits to the same table after it.
     let write = lake.append(&state, vec![rows(2..3)]);
-    lake.commit_with_staged(write, Txn::new("w:b", 1), "tideway.test", meta("b"), Vec::new())
-        .await
-        .unwrap();
+    lake.commit_with_staged(
+        write,
+        Txn::new("w:b", 1),
+        "tideway.test",
+        meta("b"),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
 
     let (found, added) = lake
         .roll_forward_staged(&state, "w:a", "tideway.test", ours)
