@@ -804,7 +804,7 @@ pub fn destinations(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<String, DestinationConfig>, ConfigErrors> {
+) -> Result<Destinations, ConfigErrors> {
     let mut diags = Diags::new(text, file);
     let kinds = match toml::from_str::<Tables<Kind>>(text) {
         Ok(t) => t.destinations,
@@ -813,7 +813,7 @@ pub fn destinations(
             return diags.finish(None);
         }
     };
-    let mut out = BTreeMap::new();
+    let mut out = Destinations::default();
     for (name, kind) in kinds {
         let only = isolate(text, &["destinations", &name]);
         let Some(kind) = kind.kind else {
@@ -826,11 +826,40 @@ pub fn destinations(
             );
             continue;
         };
-        if let Some(config) = DestinationConfig::parse(&name, &kind, &only, &mut diags, env) {
-            out.insert(name, config);
+        // A variable this environment does not set makes the destination unavailable, not
+        // the project wrong: what does not send to it still runs.
+        let unset = std::cell::RefCell::new(Vec::<String>::new());
+        let recording = |var: &str| {
+            env(var).or_else(|| {
+                let mut unset = unset.borrow_mut();
+                if !unset.iter().any(|v| v == var) {
+                    unset.push(var.to_string());
+                }
+                Some(String::new())
+            })
+        };
+        let before = diags.list.len();
+        let config = DestinationConfig::parse(&name, &kind, &only, &mut diags, &recording);
+        let unset = unset.into_inner();
+        if !unset.is_empty() {
+            // Its other problems may come from the missing values: they are reported when the
+            // variables are set.
+            diags.list.truncate(before);
+            out.unset.insert(name, unset);
+        } else if let Some(config) = config {
+            out.ready.insert(name, config);
         }
     }
     diags.finish(Some(out))
+}
+
+/// The destinations of a tideway.toml.
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    /// Those that can send.
+    pub ready: BTreeMap<String, DestinationConfig>,
+    /// Those that read variables not set in this environment, with those variables.
+    pub unset: BTreeMap<String, Vec<String>>,
 }
 
 /// Deserializes `[destinations.NAME]` of `only` (a text where everything else is blanked) as

@@ -9,6 +9,18 @@ pub enum ActivateError {
     /// A sync file or a destination table is wrong.
     #[error(transparent)]
     Config(#[from] ConfigErrors),
+    /// A destination that a sync or a connection sends to reads variables this environment
+    /// does not set.
+    #[error(
+        "{user} sends to destination `{destination}`, which reads {}, not set in this environment: set {} to run it",
+        variables.iter().map(|v| format!("${{{v}}}")).collect::<Vec<_>>().join(", "),
+        if variables.len() == 1 { "it" } else { "them" }
+    )]
+    UnsetVariables {
+        user: String,
+        destination: String,
+        variables: Vec<String>,
+    },
     /// No sync of that name.
     #[error("unknown sync `{name}`; {known}")]
     UnknownSync { name: String, known: String },
@@ -74,6 +86,7 @@ impl Faulty for ActivateError {
         match self {
             ActivateError::Config(_)
             | ActivateError::UnknownSync { .. }
+            | ActivateError::UnsetVariables { .. }
             | ActivateError::Source { .. }
             | ActivateError::Transform(_) => Fault::User,
             ActivateError::Io { .. } | ActivateError::Destination { .. } => Fault::External,

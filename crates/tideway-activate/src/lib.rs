@@ -46,7 +46,11 @@ pub use run::{Progress, RunOptions, RunReport, SyncJob};
 #[derive(Debug, Clone)]
 pub struct Project {
     pub dir: PathBuf,
+    /// The destinations that can send.
     pub destinations: BTreeMap<String, DestinationConfig>,
+    /// The destinations that read variables this environment does not set, with those
+    /// variables: what sends to them is refused when it runs, the rest of the project loads.
+    pub unset: BTreeMap<String, Vec<String>>,
     pub scripts: Vec<transform::Source>,
     pub syncs: Vec<SyncConfig>,
     /// Live connections (`[connections.NAME]`): collect sources forwarded to destinations.
@@ -63,7 +67,7 @@ impl Project {
         let scripts = scripts(dir)?;
         let names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
         let destination_names: Vec<String> = match &destinations {
-            Ok(d) => d.keys().cloned().collect(),
+            Ok(d) => d.ready.keys().chain(d.unset.keys()).cloned().collect(),
             Err(_) => tideway_core_destination_names(&text),
         };
         let syncs = config::load_syncs(&dir.join("syncs"), &destination_names, &names);
@@ -78,14 +82,15 @@ impl Project {
             (Ok(destinations), Ok(syncs), Ok(connections)) => {
                 let refused: Vec<_> = syncs
                     .iter()
-                    .filter_map(|s| unsupported(s, destinations.get(&s.destination)?))
+                    .filter_map(|s| unsupported(s, destinations.ready.get(&s.destination)?))
                     .collect();
                 if !refused.is_empty() {
                     return Err(tideway_core::config::ConfigErrors(refused).into());
                 }
                 Ok(Project {
                     dir: dir.to_path_buf(),
-                    destinations,
+                    destinations: destinations.ready,
+                    unset: destinations.unset,
                     scripts,
                     syncs,
                     connections,
@@ -125,13 +130,26 @@ impl Project {
                 },
             });
         };
-        let destination = self.destinations[&config.destination].build(&config.destination);
+        let destination = self.destination(&config.destination, &format!("sync `{name}`"))?;
         SyncJob::new(
             config.clone(),
             destination,
             &self.scripts,
             Default::default(),
         )
+    }
+
+    /// The destination `name`, ready to send, for `user` (a sync or a connection, named in
+    /// the error when the destination reads variables this environment does not set).
+    pub fn destination(&self, name: &str, user: &str) -> Result<std::sync::Arc<dyn Destination>> {
+        if let Some(variables) = self.unset.get(name) {
+            return Err(ActivateError::UnsetVariables {
+                user: user.to_string(),
+                destination: name.to_string(),
+                variables: variables.clone(),
+            });
+        }
+        Ok(self.destinations[name].build(name))
     }
 }
 

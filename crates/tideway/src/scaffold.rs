@@ -192,7 +192,7 @@ mod tests {
         let env = |v: &str| (v == "CRM_WEBHOOK_SECRET").then(|| "s".to_string());
         let destinations =
             tideway_activate::config::destinations(&toml, "tideway.toml", &env).unwrap();
-        assert!(destinations.contains_key("crm"));
+        assert!(destinations.ready.contains_key("crm"));
         let sync = FILES
             .iter()
             .find(|(p, _)| p.starts_with("syncs/"))

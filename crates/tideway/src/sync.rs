@@ -437,8 +437,9 @@ pub async fn start_connections(
     }
     let lake = project.lake().await?;
     for config in &activation.connections {
-        let destination = activation.destinations[&config.destination].build(&config.destination);
         let name = config.name.clone();
+        let destination =
+            activation.destination(&config.destination, &format!("live connection `{name}`"))?;
         let connection = Connection::open(
             config.clone(),
             destination,

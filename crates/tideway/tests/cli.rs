@@ -283,6 +283,43 @@ fn import_then_maintenance() {
     assert_eq!(csv_out, "n\n2\n");
 }
 
+/// `tideway serve`, as the demo's closing hints give it, starts in the finished demo project
+/// although the demo's destination secrets are not set in this shell, and collects.
+fn serve_collects_in_the_demo_project(dir: &Path) {
+    let addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("--project")
+        .arg(dir)
+        .args(["serve", "--listen", &addr])
+        .env_remove("TIDEWAY_LOG")
+        .env_remove("TIDEWAY_DEMO_CUSTOMERIO_KEY")
+        .env_remove("TIDEWAY_DEMO_SALESFORCE_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(exit) = server.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+            panic!("`tideway serve` stopped ({exit}) in the demo project:\n{log}");
+        }
+        let body =
+            r#"{"writeKey":"wk_demo_web","userId":"u1","event":"Signed Up","messageId":"serve-1"}"#;
+        status = post(&addr, "/v1/track", body);
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(status, Some(200), "the demo's write key was not accepted");
+}
+
 #[test]
 fn the_demo_runs_and_leaves_a_working_project() {
     let scratch = tempfile::tempdir().unwrap();
@@ -403,6 +440,7 @@ fn the_demo_runs_and_leaves_a_working_project() {
         "{syncs}"
     );
     ok(&tideway(&dir, &["compile"]));
+    serve_collects_in_the_demo_project(&dir);
     let out = ok(&tideway(
         &dir,
         &[
@@ -591,7 +629,6 @@ fn serve(project: &Path) -> std::process::Child {
 
 /// Posts a batch with raw HTTP/1.1; the status, or `None` if the connection failed.
 fn post_batch(addr: &str, ids: &[String]) -> Option<u16> {
-    use std::io::{Read, Write};
     let events: Vec<String> = ids
         .iter()
         .map(|id| {
@@ -601,12 +638,18 @@ fn post_batch(addr: &str, ids: &[String]) -> Option<u16> {
         })
         .collect();
     let body = format!(r#"{{"writeKey":"wk_kill","batch":[{}]}}"#, events.join(","));
+    post(addr, "/v1/batch", &body)
+}
+
+/// Posts `body` to `path` with raw HTTP/1.1; the status, or `None` if the connection failed.
+fn post(addr: &str, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .ok()?;
     write!(
         s,
-        "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .ok()?;

@@ -122,3 +122,42 @@ async fn destination_tables_are_checked_with_every_problem_at_once() {
         "{err}"
     );
 }
+
+#[test]
+fn a_destination_whose_variable_is_unset_refuses_only_what_sends_to_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("tideway.toml"),
+        "[destinations.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/in\"\nsecret = \"${HOOK_SECRET}\"\n\n\
+         [destinations.crm]\ntype = \"webhook\"\nurl = \"${CRM_URL}\"\nsecret = \"${CRM_SECRET}\"\n",
+    )?;
+    std::fs::create_dir(dir.path().join("syncs"))?;
+    for (name, destination) in [("scores", "hook"), ("leads", "crm")] {
+        std::fs::write(
+            dir.path().join(format!("syncs/{name}.toml")),
+            format!(
+                "source = \"marts.scores\"\nkey = \"user_id\"\ndestination = \"{destination}\"\ntype = \"identify\"\n"
+            ),
+        )?;
+    }
+    // CRM_URL and CRM_SECRET are not set: the project loads, the sync to `hook` is ready.
+    let project = Project::load(dir.path(), &env)?;
+    assert!(project.job("scores").is_ok());
+    assert_eq!(
+        project.unset.get("crm"),
+        Some(&vec!["CRM_URL".to_string(), "CRM_SECRET".to_string()])
+    );
+    let Err(err) = project.job("leads") else {
+        panic!("the sync to `crm` ran with its variables unset");
+    };
+    assert_eq!(
+        err.to_string(),
+        "sync `leads` sends to destination `crm`, which reads ${CRM_URL}, ${CRM_SECRET}, not set in this environment: set them to run it"
+    );
+    assert_eq!(tideway_core::Faulty::fault(&err), tideway_core::Fault::User);
+    // Once set, an empty URL is a problem of the file again, at its line.
+    let set = |v: &str| env(v).or_else(|| (v.starts_with("CRM_")).then(String::new));
+    let err = Project::load(dir.path(), &set).unwrap_err().to_string();
+    assert!(err.contains("tideway.toml:8:"), "{err}");
+    Ok(())
+}
